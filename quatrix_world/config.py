@@ -1,0 +1,379 @@
+"""Typed configs: one dataclass per component, layered YAML files and dotted overrides.
+
+    cfg = load_config(["configs/default.yaml", "configs/debug.yaml"], ["trainer.batch_size=8"])
+    cfg.trainer.batch_size   # 8
+    to_yaml(cfg)             # the fully resolved config; round-trips through from_dict()
+
+Unknown keys and wrong types raise ConfigError naming the key and the nearest valid one.
+YAML is read with yaml.safe_load only (python tags are refused).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or override; the message names the key and the fix."""
+
+
+# ----------------------------------------------------------------------------- components
+
+@dataclass
+class QuatrixConfig:
+    """The Quatrix model family (fields of the original quatrix package first)."""
+    vocab_size: int = 50257
+    hidden_size: int = 512
+    num_layers: int = 7
+    max_seq_len: int = 5120
+    q_rank: int = 64
+    use_vision: bool = False
+    # additions (all defaulted so the original quick-start runs unchanged)
+    num_heads: int = 1
+    mixer: str = "qcompass"          # qcompass | mha  (the ablation switch)
+    compressed: bool = False         # compressed-content Q-Compass: content = W_c(state*action)
+    ffn_mult: int = 4
+    dropout: float = 0.0
+    bias: bool = False
+    use_audio: bool = False
+    # vision
+    image_size: int = 224
+    patch_size: int = 16
+    in_channels: int = 3
+    vision_layers: int = 2
+    vision_hidden_size: Optional[int] = None   # defaults to hidden_size
+    # audio
+    sample_rate: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    audio_patch: int = 4             # mel frames per audio token
+    audio_layers: int = 2
+    max_audio_tokens: int = 512
+
+
+@dataclass
+class EncoderConfig:
+    """Sizes of the per-key observation encoders inside the world model."""
+    hidden_size: int = 128           # width of every encoder's output and of the vector MLPs
+    q_rank: int = 16
+    num_heads: int = 2
+    image_layers: int = 1
+    patch_size: int = 8
+    text_layers: int = 1
+    audio_layers: int = 1
+    mlp_layers: int = 2
+    kinds: dict = field(default_factory=dict)   # override per key: {key: image|vector|tokens|audio}
+
+
+@dataclass
+class WorldConfig:
+    latent_groups: int = 32
+    latent_classes: int = 32
+    unimix: float = 0.01
+    hidden_size: int = 256           # dynamics core width
+    num_layers: int = 2
+    q_rank: int = 32
+    num_heads: int = 4
+    mixer: str = "qcompass"          # qcompass | mha
+    compressed: bool = False
+    dropout: float = 0.0
+    max_seq_len: int = 256           # positions the core can see (context + imagination)
+    reward_bins: int = 255
+    free_bits: float = 1.0
+    dyn_scale: float = 0.5
+    rep_scale: float = 0.1
+    recon_scale: float = 1.0
+    decoder_uses_h: bool = False
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+
+@dataclass
+class EnvConfig:
+    id: str = "MiniGrid-Empty-6x6-v0"
+    full_view: bool = False
+    max_episode_steps: Optional[int] = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class AgentConfig:
+    kind: str = "actor_critic"       # actor_critic | grpo
+    hidden_size: int = 256
+    num_layers: int = 2
+    lr: float = 3e-4
+    critic_lr: float = 3e-4
+    discount: float = 0.99
+    lambda_: float = 0.95
+    entropy: float = 3e-4
+    critic_ema: float = 0.02
+    horizon: int = 16
+    context_len: int = 8
+    starts: int = 64                 # imagination start states per update
+    grad_clip: float = 100.0
+    # GRPO
+    group_size: int = 8
+    clip: float = 0.2
+    epochs: int = 2
+    kl_coef: float = 0.0
+    bootstrap: bool = True
+    grpo_entropy: float = 1e-3
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = 100_000
+    prefill: int = 1000
+    batch_size: int = 16
+    seq_len: int = 64
+    replay_capacity: int = 200_000
+    replay_storage: str = "memory"   # memory | disk
+    replay_ratio: float = 0.1        # gradient steps per env step
+    world_lr: float = 1e-4
+    world_grad_clip: float = 1000.0
+    eval_every: int = 5000
+    eval_episodes: int = 10
+    checkpoint_every: int = 5000
+    log_every: int = 500
+    video_every_eval: bool = True
+    max_nonfinite_skips: int = 20
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    dir: str = "runs"
+    device: str = "cpu"
+    threads: int = 0                 # 0 = torch default
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    model: QuatrixConfig = field(default_factory=QuatrixConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ----------------------------------------------------------------------------- checks
+
+_POSITIVE = {
+    "trainer.batch_size", "trainer.seq_len", "trainer.replay_capacity", "trainer.total_steps",
+    "trainer.eval_episodes", "trainer.eval_every", "trainer.checkpoint_every", "trainer.log_every",
+    "agent.horizon", "agent.group_size", "agent.starts", "agent.context_len", "agent.epochs",
+    "agent.hidden_size", "world.hidden_size", "world.num_layers", "world.q_rank", "world.num_heads",
+    "world.latent_groups", "world.latent_classes", "world.max_seq_len", "world.reward_bins",
+    "world.encoder.hidden_size", "world.encoder.patch_size", "world.encoder.q_rank",
+    "world.encoder.num_heads",
+    "trainer.replay_ratio", "trainer.world_lr", "agent.lr", "agent.critic_lr",
+}
+_CHOICES = {
+    "agent.kind": ("actor_critic", "grpo"),
+    "world.mixer": ("qcompass", "mha"),
+    "model.mixer": ("qcompass", "mha"),
+    "trainer.replay_storage": ("memory", "disk"),
+}
+
+
+def validate(cfg: Config) -> Config:
+    flat = _flatten(to_dict(cfg))
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(f"{key} must be > 0, got {flat[key]!r} — set a positive value, e.g. --set {key}=1")
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {flat[key]!r}")
+    if cfg.trainer.prefill < cfg.trainer.seq_len:
+        raise ConfigError(f"trainer.prefill ({cfg.trainer.prefill}) must be >= trainer.seq_len "
+                          f"({cfg.trainer.seq_len}) so the first batch can be sampled")
+    if not 0.0 < cfg.agent.discount <= 1.0:
+        raise ConfigError(f"agent.discount must be in (0, 1], got {cfg.agent.discount}")
+    if cfg.agent.context_len + cfg.agent.horizon + 1 > cfg.world.max_seq_len:
+        raise ConfigError("agent.context_len + agent.horizon must be < world.max_seq_len "
+                          f"({cfg.agent.context_len}+{cfg.agent.horizon} vs {cfg.world.max_seq_len})")
+    if cfg.trainer.seq_len > cfg.world.max_seq_len:
+        raise ConfigError(f"trainer.seq_len ({cfg.trainer.seq_len}) must be <= world.max_seq_len "
+                          f"({cfg.world.max_seq_len})")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- dict <-> dataclass
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k not in ("kinds", "options"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _all_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        keys.append(key)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += _all_keys(hints[f.name], key + ".")
+    return keys
+
+
+def _unknown(key: str) -> ConfigError:
+    near = difflib.get_close_matches(key, _all_keys(Config), n=1, cutoff=0.6)
+    hint = f" — did you mean '{near[0]}'?" if near else " — see configs/default.yaml for valid keys"
+    return ConfigError(f"unknown key '{key}'{hint}")
+
+
+def _coerce(key: str, value: Any, tp) -> Any:
+    """Check `value` against the annotated type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
+        return int(value)    # 1e5 in YAML
+    expected = {int: int, float: float, bool: bool, str: str, dict: dict, list: list}.get(tp, tp)
+    if isinstance(expected, type):
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"wrong type for '{key}': expected {expected.__name__}, "
+                              f"got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(data: dict, cls=Config, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        if k not in names:
+            raise _unknown(prefix + str(k))
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = from_dict(v if v is not None else {}, tp, prefix + k + ".")
+        else:
+            kwargs[k] = _coerce(prefix + k, v, tp)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("kinds", "options"):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
+def resolve_config_path(path: str) -> str:
+    """A path as given, or the name of a config shipped with the package (e.g. 'debug.yaml')."""
+    if os.path.isfile(path):
+        return path
+    import importlib.resources as res
+    shipped = res.files("configs").joinpath(os.path.basename(path))
+    if shipped.is_file():
+        return str(shipped)
+    raise ConfigError(f"config file not found: '{path}' — pass an existing YAML file or one of "
+                      f"{', '.join(sorted(list_shipped_configs()))}")
+
+
+def list_shipped_configs() -> list[str]:
+    import importlib.resources as res
+    return [p.name for p in res.files("configs").iterdir() if p.name.endswith(".yaml")]
+
+
+def read_yaml(path: str) -> dict:
+    path = resolve_config_path(path)
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(f"{path}: refused YAML tag ({e.problem}) — configs may hold plain values only") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: YAML syntax error ({getattr(e, 'problem', e)}) — fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key=value, e.g. trainer.batch_size=16")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_override(data: dict, key: str, value: Any) -> dict:
+    parts = key.split(".")
+    # validate the path against the schema so typos are caught even for unset sections
+    cls = Config
+    for i, p in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        if p not in hints:
+            raise _unknown(key)
+        tp = hints[p]
+        if i < len(parts) - 1:
+            if dataclasses.is_dataclass(tp):
+                cls = tp
+            elif tp is dict:
+                break      # free-form dict (env.options, world.encoder.kinds)
+            else:
+                raise _unknown(key)
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set '{key}': '{p}' is not a section")
+    node[parts[-1]] = value
+    return data
+
+
+def load_config(paths: list[str] | None = None, overrides: list[str] | None = None) -> Config:
+    data: dict = {}
+    for p in paths or []:
+        data = _merge(data, read_yaml(p))
+    for item in overrides or []:
+        data = apply_override(data, *parse_override(item))
+    return validate(from_dict(data))
+
+
+def to_yaml(cfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_from_yaml_text(text: str) -> Config:
+    return validate(from_dict(yaml.safe_load(text) or {}))
