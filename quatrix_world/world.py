@@ -1,0 +1,316 @@
+"""QuatrixWorld: encode -> categorical latent -> causal Q-Compass core -> heads / decoder -> loss.
+
+STORM's shape (one token per env step, a causal sequence core, KV-cache imagination) with
+DreamerV3's robustness (categorical latents with unimix, symlog, two-hot rewards, KL balancing
+with free bits).
+
+Alignment (row t of a batch is the data contract's row t):
+    token_t  = Linear(z_t) + embed(a_t) + pos_t            z_t = posterior sample of obs_t
+    h_t      = core(token_0..t)                            causal, never across an is_init
+    prior_t  = p(z_{t+1} | h_t)      reward_t = next.reward[t]      cont_t = 1 - next.terminated[t]
+The agent's feature at step t is [z_t, h_{t-1}] (h_{-1} = learned h0 at an episode start): what
+the model knows when it must choose a_t.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tensordict import TensorDict
+
+from .blocks import QuatrixStack
+from .config import WorldConfig
+from .encoders import SpecError, build_decoder, build_encoder, describe_action, describe_obs, mlp
+from .latents import (TwoHot, categorical_entropy, categorical_kl, mode_onehot, sample_onehot,
+                      unimix_logits)
+from .qcompass import LayerCaches
+
+
+class QuatrixWorld(nn.Module):
+    def __init__(self, cfg: WorldConfig, obs_spec, action_spec):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_desc = describe_obs(obs_spec, cfg.encoder.kinds)
+        self.act_desc = describe_action(action_spec)
+        G, C, H = cfg.latent_groups, cfg.latent_classes, cfg.hidden_size
+        self.z_dim, self.h_dim = G * C, H
+        self.feat_dim = G * C + H
+
+        self.encoders = nn.ModuleDict({k: build_encoder(d, cfg.encoder) for k, d in self.obs_desc.items()})
+        enc_dim = cfg.encoder.hidden_size * len(self.encoders)
+        self.post_net = mlp(enc_dim, H, G * C, 1)
+
+        self.z_in = nn.Linear(G * C, H)
+        if self.act_desc["kind"] == "discrete":
+            self.a_in = nn.Embedding(self.act_desc["n"], H)
+        else:
+            self.a_in = nn.Linear(self.act_desc["dim"], H)
+        self.pos = nn.Embedding(cfg.max_seq_len, H)
+        self.core = QuatrixStack(cfg.num_layers, hidden_size=H, q_rank=cfg.q_rank, num_heads=cfg.num_heads,
+                                 mixer=cfg.mixer, compressed=cfg.compressed, causal=True,
+                                 dropout=cfg.dropout, max_seq_len=cfg.max_seq_len)
+        self.h0 = nn.Parameter(torch.zeros(H))
+
+        self.prior_net = mlp(H, H, G * C, 1)
+        self.reward_net = mlp(H, H, cfg.reward_bins, 1)
+        self.cont_net = mlp(H, H, 1, 1)
+        nn.init.zeros_(self.reward_net[-1].weight)
+        nn.init.zeros_(self.reward_net[-1].bias)
+        dec_in = G * C + (H if cfg.decoder_uses_h else 0)
+        self.decoders = nn.ModuleDict({k: build_decoder(dec_in, d, cfg.encoder, self.encoders[k])
+                                       for k, d in self.obs_desc.items()})
+        self.twohot = TwoHot(cfg.reward_bins)
+
+    # ------------------------------------------------------------------ batch in
+
+    def unpack(self, batch: TensorDict, need_targets: bool = True) -> dict:
+        """The one place torchrl's trailing 1 is squeezed: -> obs [B,T,...], action, flags [B,T]."""
+        need = ["action", "is_init"] + ([("next", "reward"), ("next", "terminated")] if need_targets else [])
+        keys = batch.keys(include_nested=True)
+        for k in need:
+            if k not in keys:
+                name = ".".join(k) if isinstance(k, tuple) else k
+                raise SpecError(f"batch has no '{name}' — world-model batches need obs keys, action, is_init, "
+                                "next.reward and next.terminated (see the data contract in DESIGN.md)")
+        if batch.batch_dims != 2:
+            raise SpecError(f"world-model batches are [B, T]; got batch_size {list(batch.batch_size)}")
+        obs = {}
+        for k, d in self.obs_desc.items():
+            if k not in keys:
+                raise SpecError(f"batch has no observation '{k}' but the model was built with keys "
+                                f"{list(self.obs_desc)} — use a checkpoint made for this environment")
+            x = batch[k]
+            if list(x.shape[2:]) != list(d["shape"]):
+                raise SpecError(f"observation '{k}' has shape {list(x.shape[2:])}, the model expects {d['shape']}")
+            obs[k] = x
+        out = {"obs": obs, "is_init": batch["is_init"].reshape(batch.batch_size).bool()}
+        a = batch["action"]
+        if self.act_desc["kind"] == "discrete":
+            if a.shape[-1:] == (self.act_desc["n"],) and a.dim() == 3:   # one-hot given
+                a = a.argmax(-1)
+            out["action"] = a.reshape(batch.batch_size).long()
+        else:
+            out["action"] = a.reshape(*batch.batch_size, self.act_desc["dim"]).float()
+        if need_targets:
+            out["reward"] = batch["next", "reward"].reshape(batch.batch_size).float()
+            out["terminated"] = batch["next", "terminated"].reshape(batch.batch_size).bool()
+        return out
+
+    # ------------------------------------------------------------------ pieces
+
+    def encode(self, obs: dict) -> torch.Tensor:
+        """obs {key: [B, T, ...]} -> posterior log-probs [B, T, G, C]."""
+        B, T = next(iter(obs.values())).shape[:2]
+        feats = [self.encoders[k](obs[k].flatten(0, 1)) for k in self.obs_desc]
+        logits = self.post_net(torch.cat(feats, -1)).reshape(B, T, self.cfg.latent_groups, self.cfg.latent_classes)
+        return unimix_logits(logits, self.cfg.unimix)
+
+    def prior(self, h: torch.Tensor) -> torch.Tensor:
+        logits = self.prior_net(h).reshape(*h.shape[:-1], self.cfg.latent_groups, self.cfg.latent_classes)
+        return unimix_logits(logits, self.cfg.unimix)
+
+    def token(self, z, a, pos):
+        """z [..., Z], a [...] or [..., d], pos [...] -> [..., H]"""
+        return self.z_in(z) + self.a_in(a) + self.pos(pos)
+
+    @staticmethod
+    def episode_ids(is_init: torch.Tensor) -> torch.Tensor:
+        """[B, T] bool -> [B, T] int: a new id at every episode start (row 0 starts one too)."""
+        starts = is_init.clone()
+        starts[:, 0] = True
+        return starts.long().cumsum(1)
+
+    def run_core(self, z, a, is_init, caches=None):
+        """Full causal pass over [B, T] tokens, masked so no token reads across an episode start."""
+        B, T = is_init.shape
+        ep = self.episode_ids(is_init)
+        mask = (ep[:, :, None] == ep[:, None, :]).unsqueeze(1)          # [B, 1, T, T]
+        pos = torch.arange(T, device=z.device).expand(B, T)
+        return self.core(self.token(z, a, pos), attn_mask=mask, caches=caches)  # [B, T, H]
+
+    def h_prev(self, h, is_init):
+        """[B, T, H] core outputs -> the h each step's feature uses: h_{t-1}, h0 at starts."""
+        prev = torch.cat([self.h0.expand(h.shape[0], 1, -1), h[:, :-1]], 1)
+        start = is_init.clone()
+        start[:, 0] = True
+        return torch.where(start.unsqueeze(-1), self.h0.expand_as(prev), prev)
+
+    # ------------------------------------------------------------------ loss
+
+    def loss(self, batch: TensorDict):
+        d = self.unpack(batch)
+        cfg = self.cfg
+        post = self.encode(d["obs"])                                     # [B, T, G, C]
+        z = sample_onehot(post).flatten(-2)                              # [B, T, Z]
+        h = self.run_core(z, d["action"], d["is_init"])                 # [B, T, H]
+        prior = self.prior(h)                                            # p(z_{t+1} | h_t)
+
+        valid = (~d["is_init"][:, 1:]).float()                           # pairs inside one episode
+        n_valid = valid.sum().clamp(min=1)
+        kl_dyn = categorical_kl(post[:, 1:].detach(), prior[:, :-1])
+        kl_rep = categorical_kl(post[:, 1:], prior[:, :-1].detach())
+        loss_dyn = (kl_dyn.clamp(min=cfg.free_bits) * valid).sum() / n_valid
+        loss_rep = (kl_rep.clamp(min=cfg.free_bits) * valid).sum() / n_valid
+
+        reward_logits = self.reward_net(h)
+        loss_reward = self.twohot.loss(reward_logits, d["reward"]).mean()
+        cont_logits = self.cont_net(h).squeeze(-1)
+        cont_target = 1.0 - d["terminated"].float()
+        loss_cont = F.binary_cross_entropy_with_logits(cont_logits, cont_target)
+
+        dec_in = z if not cfg.decoder_uses_h else torch.cat([z, self.h_prev(h, d["is_init"])], -1)
+        dec_in = dec_in.flatten(0, 1)
+        recon = {k: self.decoders[k].loss(dec_in, d["obs"][k].flatten(0, 1)).mean() for k in self.obs_desc}
+        loss_recon = sum(recon.values())
+
+        total = (cfg.recon_scale * loss_recon + loss_reward + loss_cont
+                 + cfg.dyn_scale * loss_dyn + cfg.rep_scale * loss_rep)
+
+        with torch.no_grad():
+            r_pred = self.twohot.decode(reward_logits)
+            nz = d["reward"].abs() > 1e-6
+            metrics = {f"loss/recon_{k}": v.detach() for k, v in recon.items()}
+            metrics.update({
+                "loss/reward": loss_reward.detach(), "loss/continue": loss_cont.detach(),
+                "loss/dyn": loss_dyn.detach(), "loss/rep": loss_rep.detach(), "loss/world": total.detach(),
+                "world/kl": ((kl_dyn * valid).sum() / n_valid),
+                "world/post_entropy": categorical_entropy(post).mean(),
+                "world/prior_entropy": categorical_entropy(prior).mean(),
+                "world/reward_mae": (r_pred - d["reward"]).abs().mean(),
+                "world/reward_acc": ((r_pred - d["reward"]).abs() < 0.1).float().mean(),
+                "world/reward_acc_nonzero": (((r_pred - d["reward"]).abs() < 0.1) & nz).float().sum()
+                / nz.float().sum().clamp(min=1),
+                "world/cont_acc": ((cont_logits > 0).float() == cont_target).float().mean(),
+            })
+        aux = {"z": z.detach(), "h": h.detach(), "post": post.detach()}
+        return total, metrics, aux
+
+    # ------------------------------------------------------------------ observe / imagine
+
+    def observe(self, batch: TensorDict, sample: bool = True) -> dict:
+        """Real context [B, K] -> imagination start state (features, KV cache)."""
+        d = self.unpack(batch, need_targets=False)
+        with torch.no_grad():
+            post = self.encode(d["obs"])
+            z = (sample_onehot(post) if sample else mode_onehot(post)).flatten(-2)
+        return self.observe_latents(z, d["action"], d["is_init"])
+
+    @torch.no_grad()
+    def observe_latents(self, z, action, is_init) -> dict:
+        """z [B, K, Z], action [B, K], is_init [B, K] -> state at step K-1 (its action not yet taken).
+
+        The first K-1 tokens (z_t, a_t) go through the core into the cache; the state holds z_{K-1}
+        and h_{K-2} (or h0 if step K-1 starts an episode). Keys from before the last episode start
+        are marked invalid so imagination never reads across it.
+        """
+        B, K = is_init.shape
+        caches = LayerCaches.empty(len(self.core.blocks))
+        ep = self.episode_ids(is_init)
+        if K > 1:
+            h = self.run_core(z[:, :-1], action[:, :-1], is_init[:, :-1], caches=caches)
+            h_last = torch.where(is_init[:, -1].unsqueeze(-1), self.h0.expand(B, -1), h[:, -1])
+            key_valid = ep[:, :-1] == ep[:, -1:]
+        else:
+            h_last = self.h0.expand(B, -1)
+            key_valid = torch.zeros(B, 0, dtype=torch.bool, device=z.device)
+        return {"z": z[:, -1], "h": h_last, "caches": caches, "key_valid": key_valid,
+                "pos": K - 1, "context": {"z": z, "action": action, "ep": ep}}
+
+    @staticmethod
+    def features(z, h):
+        return torch.cat([z, h], -1)
+
+    @torch.no_grad()
+    def step(self, state: dict, action) -> dict:
+        """One imagined env step from `state` with `action` [N]: one token through the cache."""
+        z, caches, key_valid, pos = state["z"], state["caches"], state["key_valid"], state["pos"]
+        N = z.shape[0]
+        if pos >= self.cfg.max_seq_len:
+            raise ValueError(f"imagination reached world.max_seq_len={self.cfg.max_seq_len} positions — "
+                             "raise world.max_seq_len or shorten context + horizon")
+        x = self.token(z, action, torch.full((N,), pos, device=z.device, dtype=torch.long))[:, None]
+        key_valid = torch.cat([key_valid, torch.ones(N, 1, dtype=torch.bool, device=z.device)], 1)
+        h = self.core(x, attn_mask=key_valid[:, None, None, :], caches=caches)[:, 0]
+        return self._after_core(h, caches, key_valid, pos + 1)
+
+    def _after_core(self, h, caches, key_valid, pos):
+        prior = self.prior(h)
+        z_next = sample_onehot(prior).flatten(-2)
+        reward = self.twohot.decode(self.reward_net(h))
+        cont = torch.sigmoid(self.cont_net(h).squeeze(-1))
+        return {"z": z_next, "h": h, "caches": caches, "key_valid": key_valid, "pos": pos,
+                "reward": reward, "cont": cont}
+
+    @staticmethod
+    def branch(state: dict, group_size: int) -> dict:
+        """Repeat a start state G times along the batch (row b -> rows b*G .. b*G+G-1)."""
+        out = {}
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                out[k] = v.repeat_interleave(group_size, 0)
+            elif isinstance(v, LayerCaches):
+                out[k] = v.repeat_interleave(group_size)
+            elif isinstance(v, dict):
+                out[k] = {kk: vv.repeat_interleave(group_size, 0) for kk, vv in v.items()}
+            else:
+                out[k] = v
+        return out
+
+    @torch.no_grad()
+    def imagine(self, state: dict, policy, horizon: int, group_size: int = 1, use_cache: bool = True) -> TensorDict:
+        """Roll `policy` forward `horizon` steps from `state` -> TensorDict [N = B*G, horizon].
+
+        Keys: feat (at t), action, logp, reward (after acting at t), cont (p(not terminated) after
+        t), next_feat (at t+1), weight (prob. the episode is still running at t).
+        `policy(feat) -> torch.distributions.Distribution`. use_cache=False recomputes the whole
+        sequence every step (the reference the cache is tested and benchmarked against).
+        """
+        if horizon <= 0:
+            raise ValueError(f"horizon must be > 0, got {horizon}")
+        if group_size <= 0:
+            raise ValueError(f"group_size must be > 0, got {group_size}")
+        if group_size > 1:
+            state = self.branch(state, group_size)
+        else:
+            state = dict(state, caches=state["caches"].clone())
+        z, h = state["z"], state["h"]
+        N = z.shape[0]
+        weight = torch.ones(N, device=z.device)
+        rows = []
+        if not use_cache:
+            ctx = state["context"]
+            tok_z, tok_a, ep = ctx["z"][:, :-1], ctx["action"][:, :-1], ctx["ep"]
+            last_ep = ep[:, -1:]
+            ep_tokens = ep[:, :-1]
+        for t in range(horizon):
+            feat = self.features(z, h)
+            dist = policy(feat)
+            a = dist.sample()
+            logp = dist.log_prob(a)
+            if use_cache:
+                nxt = self.step(state, a)
+            else:
+                tok_z = torch.cat([tok_z, z[:, None]], 1)
+                tok_a = torch.cat([tok_a, a[:, None]], 1)
+                ep_tokens = torch.cat([ep_tokens, last_ep], 1)
+                S = tok_z.shape[1]
+                mask = (ep_tokens[:, :, None] == ep_tokens[:, None, :]).unsqueeze(1)
+                pos = torch.arange(S, device=z.device).expand(N, S)
+                h_all = self.core(self.token(tok_z, tok_a, pos), attn_mask=mask)
+                nxt = self._after_core(h_all[:, -1], None, None, S)
+            rows.append({"feat": feat, "action": a, "logp": logp, "reward": nxt["reward"],
+                         "cont": nxt["cont"], "weight": weight.clone(),
+                         "next_feat": self.features(nxt["z"], nxt["h"])})
+            weight = weight * nxt["cont"]
+            z, h, state = nxt["z"], nxt["h"], nxt
+        out = {k: torch.stack([r[k] for r in rows], 1) for k in rows[0]}
+        return TensorDict(out, batch_size=[N, horizon])
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, h: torch.Tensor | None = None) -> dict:
+        """Latent z [N, Z] (from a state or an imagined rollout) -> observations {key: [N, ...]}."""
+        inp = z if not self.cfg.decoder_uses_h else torch.cat([z, h], -1)
+        return {k: dec.to_obs(dec(inp)) for k, dec in self.decoders.items()}
+
+    def spec_dict(self) -> dict:
+        return {"obs": self.obs_desc, "action": self.act_desc}

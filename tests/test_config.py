@@ -1,0 +1,66 @@
+import pytest
+
+from quatrix_world.config import (Config, ConfigError, config_from_yaml_text, list_shipped_configs,
+                                  load_config, to_yaml)
+
+
+def test_layering_and_overrides(tmp_path):
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text("trainer:\n  batch_size: 8\n  seq_len: 32\nagent:\n  kind: grpo\n")
+    b.write_text("trainer:\n  batch_size: 12\n")
+    cfg = load_config([str(a), str(b)], ["trainer.seq_len=24", "agent.lr=0.001", "world.encoder.kinds={pixels: image}"])
+    assert cfg.trainer.batch_size == 12          # later file wins
+    assert cfg.trainer.seq_len == 24             # --set wins over files
+    assert cfg.agent.kind == "grpo"              # untouched keys survive layering
+    assert cfg.agent.lr == 0.001
+    assert cfg.world.encoder.kinds == {"pixels": "image"}
+
+
+def test_round_trip():
+    cfg = load_config(["default.yaml", "debug.yaml"], ["seed=7"])
+    assert config_from_yaml_text(to_yaml(cfg)) == cfg
+    assert cfg.seed == 7
+
+
+def test_all_shipped_configs_load():
+    names = list_shipped_configs()
+    assert {"default.yaml", "debug.yaml", "minigrid_empty.yaml", "minigrid_doorkey.yaml",
+            "cartpole.yaml", "pendulum.yaml"} <= set(names)
+    for name in names:
+        assert isinstance(load_config(["default.yaml", name]), Config)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("trainer.batchsize=3", "did you mean 'trainer.batch_size'"),
+    ("trainr.batch_size=3", "did you mean 'trainer.batch_size'"),
+    ("trainer.batch_size=abc", "wrong type for 'trainer.batch_size': expected int"),
+    ("trainer.batch_size=0", "trainer.batch_size must be > 0"),
+    ("agent.horizon=-1", "agent.horizon must be > 0"),
+    ("agent.group_size=0", "agent.group_size must be > 0"),
+    ("trainer.replay_ratio=0", "trainer.replay_ratio must be > 0"),
+    ("agent.kind=ppo", "agent.kind must be one of actor_critic, grpo"),
+    ("batch_size", "must look like key=value"),
+])
+def test_override_errors(override, fragment):
+    with pytest.raises(ConfigError, match=None) as e:
+        load_config([], [override])
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config([str(tmp_path / "missing.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  batch_size: 4\n  seq_len: [1, 2\n")
+    with pytest.raises(ConfigError, match="line 4"):
+        load_config([str(bad)])
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("seed: !!python/object/apply:os.system ['touch /tmp/pwned']\n")
+    with pytest.raises(ConfigError, match="refused YAML tag"):
+        load_config([str(evil)])
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("world:\n  hiden_size: 3\n")
+    with pytest.raises(ConfigError, match="did you mean 'world.hidden_size'"):
+        load_config([str(unknown)])
