@@ -1,0 +1,223 @@
+"""quatrix-world: train / eval / imagine / record / env-check.
+
+User errors (bad config, env, checkpoint, paths) print one line `error: …` on stderr and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+USAGE_EXAMPLES = """examples:
+  quatrix-world train --config configs/debug.yaml
+  quatrix-world train --config configs/minigrid_empty.yaml --set agent.kind=grpo --set seed=3
+  quatrix-world eval --checkpoint runs/debug --episodes 10
+  quatrix-world imagine --checkpoint runs/debug --horizon 32 --out imagined.gif --group 4
+  quatrix-world record --checkpoint runs/debug --episodes 1 --out real_vs_imagined.mp4 --side-by-side
+  quatrix-world env-check CartPole-v1
+"""
+
+
+def _version() -> str:
+    from quatrix_world import __version__
+    return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quatrix-world", description="World models and RL agents on the Quatrix "
+                                "(Q-Compass) architecture.", epilog=USAGE_EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"quatrix-world {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a world model and an agent")
+    t.add_argument("--config", action="append", default=[], help="YAML file(s), later ones win; "
+                   "configs/default.yaml is always applied first")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
+    t.add_argument("--run-dir", help="output directory (default runs/<run.name>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="resolve config, build env and model, print, exit")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on fresh episodes")
+    e.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--sampled", action="store_true", help="sample actions instead of the mode")
+    e.add_argument("--out", help="where to write eval.json (default: the run directory)")
+
+    i = sub.add_parser("imagine", help="render an imagined rollout from a checkpoint")
+    i.add_argument("--checkpoint", required=True)
+    i.add_argument("--horizon", type=int, default=32)
+    i.add_argument("--group", type=int, default=1, help="branches from the same start, side by side")
+    i.add_argument("--context", type=int, default=4, help="real steps before imagining")
+    i.add_argument("--out", required=True, help=".mp4 or .gif")
+    i.add_argument("--seed", type=int, default=0)
+
+    r = sub.add_parser("record", help="record real episodes (optionally beside open-loop imagination)")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--episodes", type=int, default=1)
+    r.add_argument("--out", required=True, help=".mp4 or .gif")
+    r.add_argument("--side-by-side", action="store_true", help="real | imagined | error columns")
+    r.add_argument("--context", type=int, default=4)
+    r.add_argument("--seed", type=int, default=0)
+
+    c = sub.add_parser("env-check", help="check that an environment can be trained on")
+    c.add_argument("spec", help="gymnasium id or package.module:Name")
+    return p
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"--{name} must be > 0, got {value}")
+
+
+def _out_path(path: str) -> str:
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise ValueError(f"output directory '{d}' does not exist — create it first or choose another --out")
+    if not path.endswith((".mp4", ".gif")):
+        raise ValueError(f"--out must end in .mp4 or .gif, got '{path}'")
+    return path
+
+
+def cmd_train(args) -> int:
+    from quatrix_world.config import load_config, read_yaml, to_yaml, apply_override, parse_override, \
+        from_dict, validate, ConfigError
+    if args.resume:
+        run_dir = args.resume
+        cfg_path = os.path.join(run_dir, "config.yaml")
+        if not os.path.isfile(os.path.join(run_dir, "checkpoints", "latest.pt")) or not os.path.isfile(cfg_path):
+            raise ConfigError(f"--resume '{run_dir}' is not a run directory with a checkpoint "
+                              "(needs config.yaml and checkpoints/latest.pt) — start a run with train --config")
+        data = read_yaml(cfg_path)
+        for item in args.set:
+            data = apply_override(data, *parse_override(item))
+        cfg = validate(from_dict(data))
+    else:
+        cfg = load_config(["default.yaml"] + args.config, args.set)
+        run_dir = args.run_dir or os.path.join(cfg.run.dir, cfg.run.name)
+    if args.dry_run:
+        return _dry_run(cfg, run_dir)
+    from .trainer import Trainer, install_sigterm_handler
+    os.makedirs(run_dir, exist_ok=True)
+    install_sigterm_handler()
+    trainer = Trainer(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
+    summary = trainer.train()
+    last = summary.get("last_eval", {})
+    print(f"done: {summary['step']} env steps, {summary['updates']} updates, "
+          f"eval return {last.get('eval/return', float('nan')):.3f} "
+          f"(sampled {last.get('eval/return_sampled', float('nan')):.3f}), "
+          f"{summary['wall_seconds']:.0f}s — run in {run_dir}")
+    return 0
+
+
+def _dry_run(cfg, run_dir: str) -> int:
+    from quatrix_world.config import to_yaml
+    from quatrix_world.world import QuatrixWorld
+    from .common import build_agent
+    from .trainer import build_env, env_specs
+    env = build_env(cfg, cfg.seed)
+    obs, act = env_specs(env)
+    world = QuatrixWorld(cfg.world, obs, act)
+    agent = build_agent(cfg.agent, world.feat_dim, world.act_desc)
+    print(to_yaml(cfg))
+    print(f"run directory: {run_dir}")
+    for k, d in obs.items():
+        print(f"observation {k}: {d['kind']} {d['shape']} {d['dtype']}")
+    print(f"action: {act}")
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    print(f"parameters: world model {n(world):,} (core {n(world.core):,}, encoders {n(world.encoders):,}, "
+          f"decoders {n(world.decoders):,}); agent {n(agent.actor) + n(agent.critic):,}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .rollout import LoadedRun, evaluate, write_json
+    _positive("episodes", args.episodes)
+    run = LoadedRun(args.checkpoint)
+    out = args.out or os.path.join(run.run_dir, "eval.json")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise ValueError(f"output directory for '{out}' does not exist — create it first")
+    result = evaluate(run, args.episodes, deterministic=not args.sampled)
+    write_json(result, out)
+    print(f"{result['env']} step {result['step']}: return {result['mean_return']:.3f} ± {result['std_return']:.3f} "
+          f"over {args.episodes} episodes -> {out}")
+    return 0
+
+
+def cmd_imagine(args) -> int:
+    from envs import write_video
+    from .rollout import LoadedRun, imagine_frames
+    _positive("horizon", args.horizon)
+    _positive("group", args.group)
+    _positive("context", args.context)
+    out = _out_path(args.out)
+    run = LoadedRun(args.checkpoint)
+    frames, traj = imagine_frames(run, args.horizon, args.group, args.context, args.seed)
+    write_video(frames, out, fps=8)
+    print(f"imagined {args.group} x {args.horizon} steps (predicted return "
+          f"{float(traj['reward'].sum(1).mean()):.3f}) -> {out}")
+    return 0
+
+
+def cmd_record(args) -> int:
+    import numpy as np
+    from envs import side_by_side, write_video
+    from .rollout import LoadedRun, open_loop
+    _positive("episodes", args.episodes)
+    _positive("context", args.context)
+    out = _out_path(args.out)
+    run = LoadedRun(args.checkpoint)
+    frames, returns = [], []
+    for i in range(args.episodes):
+        if args.side_by_side:
+            real, imag, captions, ep = open_loop(run, args.seed + i, args.context)
+            frames += side_by_side(real, imag, captions=captions)
+        else:
+            ep = run.episode(args.seed + i)
+            frames += ep["frames"]
+        returns.append(ep["return"])
+    write_video(frames, out, fps=8)
+    print(f"recorded {args.episodes} episode(s), mean return {np.mean(returns):.3f}, {len(frames)} frames -> {out}")
+    return 0
+
+
+def cmd_env_check(args) -> int:
+    from envs import check_env, format_report
+    print(format_report(check_env(args.spec)))
+    return 0
+
+
+def user_errors() -> tuple:
+    from envs import EnvError
+    from quatrix_world.checkpoint import CheckpointError
+    from quatrix_world.config import ConfigError
+    from quatrix_world.encoders import SpecError
+    from .trainer import TrainingError
+    return (ConfigError, EnvError, CheckpointError, SpecError, TrainingError, ValueError, FileNotFoundError)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    handlers = {"train": cmd_train, "eval": cmd_eval, "imagine": cmd_imagine, "record": cmd_record,
+                "env-check": cmd_env_check}
+    try:
+        errors = user_errors()
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except errors as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""What both agents share: the actor, the symlog two-hot critic, λ-returns, return normalisation.
+
+Narrow interface (DESIGN.md): `agent.policy(features) -> Distribution`, `agent.act(features)`,
+`agent.update(world, start_state) -> metrics`. Agents never see the env.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.distributions import Categorical, Independent, Normal
+
+from quatrix_world.config import AgentConfig
+from quatrix_world.encoders import mlp
+from quatrix_world.latents import TwoHot
+
+
+class Actor(nn.Module):
+    """features -> Categorical (1% unimix) for discrete actions, Normal in env units for Box."""
+
+    def __init__(self, feat_dim: int, act_desc: dict, hidden: int, layers: int, unimix: float = 0.01):
+        super().__init__()
+        self.act_desc, self.unimix = act_desc, unimix
+        if act_desc["kind"] == "discrete":
+            self.net = mlp(feat_dim, hidden, act_desc["n"], layers)
+        else:
+            d = act_desc["dim"]
+            self.net = mlp(feat_dim, hidden, 2 * d, layers)
+            self.register_buffer("low", torch.tensor(act_desc["low"], dtype=torch.float32))
+            self.register_buffer("high", torch.tensor(act_desc["high"], dtype=torch.float32))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, feat):
+        out = self.net(feat)
+        if self.act_desc["kind"] == "discrete":
+            probs = out.softmax(-1)
+            probs = (1 - self.unimix) * probs + self.unimix / probs.shape[-1]
+            return Categorical(probs=probs)
+        mu, s = out.chunk(2, -1)
+        half = (self.high - self.low) / 2
+        mean = self.low + (torch.tanh(mu) + 1) * half
+        std = half * (F.softplus(s) + 0.1)
+        return Independent(Normal(mean, std), 1)
+
+    def act(self, feat, deterministic: bool = False):
+        dist = self(feat)
+        if deterministic:
+            a = dist.probs.argmax(-1) if isinstance(dist, Categorical) else dist.mean
+        else:
+            a = dist.sample()
+        if self.act_desc["kind"] != "discrete":
+            a = torch.max(torch.min(a, self.high), self.low)
+        return a
+
+
+class Critic(nn.Module):
+    """features -> value, as symlog two-hot logits; a slow EMA copy gives stable targets."""
+
+    def __init__(self, feat_dim: int, hidden: int, layers: int, bins: int = 255):
+        super().__init__()
+        self.net = mlp(feat_dim, hidden, bins, layers)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self.twohot = TwoHot(bins)
+
+    def forward(self, feat):
+        return self.net(feat)
+
+    def value(self, feat):
+        return self.twohot.decode(self.net(feat))
+
+
+def lambda_returns(reward, cont, next_value, discount: float, lam: float):
+    """λ-returns, computed backwards. All [N, H]; next_value[:, t] = v(s_{t+1}).
+
+    R_t = r_t + γ c_t ((1 - λ) v_{t+1} + λ R_{t+1}),   R_{H-1} bootstraps with v_H.
+    """
+    H = reward.shape[1]
+    out = torch.empty_like(reward)
+    last = next_value[:, -1]
+    for t in reversed(range(H)):
+        last = reward[:, t] + discount * cont[:, t] * ((1 - lam) * next_value[:, t] + lam * last)
+        out[:, t] = last
+    return out
+
+
+class ReturnNorm:
+    """Scale = EMA of the 5–95 percentile range of returns, floored at 1 (DreamerV3)."""
+
+    def __init__(self, decay: float = 0.99):
+        self.decay, self.scale = decay, None
+
+    def __call__(self, returns):
+        flat = returns.detach().flatten().float()
+        rng = torch.quantile(flat, 0.95) - torch.quantile(flat, 0.05)
+        self.scale = rng if self.scale is None else self.decay * self.scale + (1 - self.decay) * rng
+        return torch.clamp(self.scale, min=1.0)
+
+    def state_dict(self):
+        return {"scale": self.scale if self.scale is not None else torch.tensor(float("nan"))}
+
+    def load_state_dict(self, d):
+        s = d["scale"]
+        self.scale = None if torch.isnan(s) else s
+
+
+class AgentBase(nn.Module):
+    """Actor + critic (+ its slow copy) + optimisers; subclasses implement `update`."""
+
+    def __init__(self, cfg: AgentConfig, feat_dim: int, act_desc: dict):
+        super().__init__()
+        self.cfg, self.act_desc = cfg, act_desc
+        self.actor = Actor(feat_dim, act_desc, cfg.hidden_size, cfg.num_layers)
+        self.critic = Critic(feat_dim, cfg.hidden_size, cfg.num_layers)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=1e-5)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+        self.retnorm = ReturnNorm()
+
+    def policy(self, feat):
+        return self.actor(feat)
+
+    @torch.no_grad()
+    def act(self, feat, deterministic: bool = False):
+        return self.actor.act(feat, deterministic)
+
+    def critic_step(self, feat, returns, weight):
+        """Two-hot CE of the critic against λ-returns and against its slow copy's value."""
+        logits = self.critic(feat)
+        with torch.no_grad():
+            slow = self.slow_critic.value(feat)
+        loss = ((self.critic.twohot.loss(logits, returns) + self.critic.twohot.loss(logits, slow)) * weight).mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_clip)
+        self.critic_opt.step()
+        with torch.no_grad():
+            for p, q in zip(self.critic.parameters(), self.slow_critic.parameters()):
+                q.lerp_(p, self.cfg.critic_ema)
+        return loss.detach(), gnorm
+
+    def extra_state(self) -> dict:
+        return {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "retnorm": self.retnorm.state_dict()}
+
+    def load_extra_state(self, d: dict) -> None:
+        self.actor_opt.load_state_dict(d["actor_opt"])
+        self.critic_opt.load_state_dict(d["critic_opt"])
+        self.retnorm.load_state_dict(d["retnorm"])
+
+
+def build_agent(cfg: AgentConfig, feat_dim: int, act_desc: dict) -> AgentBase:
+    if cfg.kind == "actor_critic":
+        from .actor_critic import ActorCritic
+        return ActorCritic(cfg, feat_dim, act_desc)
+    if cfg.kind == "grpo":
+        from .grpo import GRPO
+        return GRPO(cfg, feat_dim, act_desc)
+    raise ValueError(f"agent.kind must be actor_critic or grpo, got {cfg.kind!r}")

@@ -1,0 +1,70 @@
+"""GRPO inside the world model: group-relative advantages from branched imagined rollouts.
+
+From each start state, branch G rollouts through the same KV cache (`world.imagine(...,
+group_size=G)`), score each by its discounted imagined return (optionally bootstrapped by the
+critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
+that rollout. Then a PPO-style clipped ratio loss for a few epochs, an entropy bonus, an optional
+KL to a slow reference policy, and steps after a predicted termination masked by the continue
+probability. The critic (same as actor-critic's) is trained on λ-returns; it only serves the
+bootstrap.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from torch.distributions import kl_divergence
+
+from .common import AgentBase, lambda_returns
+
+
+class GRPO(AgentBase):
+    def __init__(self, cfg, feat_dim, act_desc):
+        super().__init__(cfg, feat_dim, act_desc)
+        self.ref_actor = copy.deepcopy(self.actor).requires_grad_(False)
+
+    def update(self, world, start_state) -> dict:
+        cfg, G, H = self.cfg, self.cfg.group_size, self.cfg.horizon
+        traj = world.imagine(start_state, self.actor, H, group_size=G)       # [N*G, H]
+        feat, action, weight = traj["feat"], traj["action"], traj["weight"]
+        old_logp = traj["logp"]
+        N = feat.shape[0] // G
+
+        with torch.no_grad():
+            disc = cfg.discount ** torch.arange(H, dtype=feat.dtype)
+            score = (disc * weight * traj["reward"]).sum(1)                   # [N*G]
+            next_value = self.slow_critic.value(traj["next_feat"])
+            if cfg.bootstrap:
+                score = score + cfg.discount ** H * weight[:, -1] * traj["cont"][:, -1] * next_value[:, -1]
+            grouped = score.reshape(N, G)
+            adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-6)
+            adv = adv.reshape(N * G, 1).expand(-1, H)
+            returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
+
+        for _ in range(cfg.epochs):
+            dist = self.actor(feat)
+            logp = dist.log_prob(action)
+            ratio = (logp - old_logp).exp()
+            surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+            entropy = dist.entropy()
+            loss = -(weight * (surrogate + cfg.grpo_entropy * entropy)).sum() / weight.sum().clamp(min=1)
+            if cfg.kl_coef > 0:
+                kl = kl_divergence(dist, self.ref_actor(feat))
+                loss = loss + cfg.kl_coef * (weight * kl).sum() / weight.sum().clamp(min=1)
+            self.actor_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
+            self.actor_opt.step()
+        with torch.no_grad():
+            for p, q in zip(self.actor.parameters(), self.ref_actor.parameters()):
+                q.lerp_(p, cfg.critic_ema)
+            clip_frac = ((ratio - 1).abs() > cfg.clip).float().mean()
+
+        critic_loss, _ = self.critic_step(feat, returns, weight)
+        return {
+            "loss/actor": loss.detach(), "loss/critic": critic_loss,
+            "agent/entropy": entropy.mean().detach(), "agent/group_score": score.mean(),
+            "agent/group_std": grouped.std(1).mean(), "agent/clip_frac": clip_frac,
+            "agent/imag_reward": traj["reward"].mean(), "agent/actor_gnorm": gnorm,
+        }

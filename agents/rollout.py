@@ -1,0 +1,141 @@
+"""Using a trained run: load it, evaluate it, imagine with it, record it."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+from torchrl.envs.utils import step_mdp
+
+from quatrix_world.checkpoint import load_checkpoint
+from quatrix_world.config import config_from_yaml_text
+from quatrix_world.world import QuatrixWorld
+
+from .common import build_agent
+from .trainer import Actor, _frame, build_env, check_compatible, env_specs
+
+
+class LoadedRun:
+    def __init__(self, checkpoint: str, seed: int | None = None):
+        ck = load_checkpoint(checkpoint)
+        self.path = ck["path"]
+        self.cfg = config_from_yaml_text(ck["config"])
+        self.env = build_env(self.cfg, self.cfg.seed + 20_000 if seed is None else seed)
+        obs_desc, act_desc = env_specs(self.env)
+        check_compatible(ck, self.cfg, {"obs": obs_desc, "action": act_desc})
+        self.world = QuatrixWorld(self.cfg.world, obs_desc, act_desc)
+        self.world.load_state_dict(ck["world"])
+        self.world.eval()
+        self.agent = build_agent(self.cfg.agent, self.world.feat_dim, self.world.act_desc)
+        self.agent.load_state_dict(ck["agent"])
+        self.step = ck["counters"]["step"]
+        self.obs_keys = list(obs_desc)
+
+    @property
+    def run_dir(self) -> str:
+        d = os.path.dirname(self.path)
+        return os.path.dirname(d) if os.path.basename(d) == "checkpoints" else d
+
+    @torch.no_grad()
+    def episode(self, seed: int, deterministic: bool = False, max_steps: int | None = None):
+        """One real episode -> dict(obs list, actions, rewards, frames, return)."""
+        actor = Actor(self.world, self.agent, window=self.cfg.trainer.seq_len - 1)
+        self.env.set_seed(seed)
+        td = self.env.reset()
+        out = {"obs": [], "actions": [], "rewards": [], "is_init": [], "frames": []}
+        done = False
+        while not done and (max_steps is None or len(out["actions"]) < max_steps):
+            obs = {k: td[k] for k in self.obs_keys}
+            out["obs"].append(obs)
+            out["frames"].append(_render(obs, self.world.obs_desc))
+            a = actor.act(obs, deterministic)
+            td["action"] = a.to(self.env.action_spec.dtype).reshape(self.env.action_spec.shape)
+            td = self.env.step(td)
+            actor.record(a)
+            out["actions"].append(a)
+            out["rewards"].append(float(td["next", "reward"]))
+            done = bool(td["next", "done"])
+            td = step_mdp(td, exclude_action=True)
+        out["return"] = float(sum(out["rewards"]))
+        return out
+
+
+def _render(obs: dict, desc: dict) -> np.ndarray:
+    try:
+        return _frame(obs, desc)
+    except ValueError:
+        return np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+def evaluate(run: LoadedRun, episodes: int, deterministic: bool) -> dict:
+    returns = [run.episode(30_000_000 + i, deterministic)["return"] for i in range(episodes)]
+    result = {"checkpoint": run.path, "env": run.cfg.env.id, "step": run.step, "episodes": episodes,
+              "deterministic": deterministic, "mean_return": float(np.mean(returns)),
+              "std_return": float(np.std(returns)), "returns": returns}
+    return result
+
+
+def _batch(ep: dict, upto: int, world: QuatrixWorld):
+    """The first `upto` real steps of an episode as a [1, upto] TensorDict for world.observe."""
+    from tensordict import TensorDict
+    data = {k: torch.stack([o[k] for o in ep["obs"][:upto]])[None] for k in world.obs_desc}
+    data["action"] = torch.stack(ep["actions"][:upto])[None]
+    is_init = torch.zeros(1, upto, 1, dtype=torch.bool)
+    is_init[0, 0] = True
+    data["is_init"] = is_init
+    return TensorDict(data, batch_size=[1, upto])
+
+
+def _image_key(world):
+    for k, d in world.obs_desc.items():
+        if d["kind"] == "image":
+            return k
+    return None
+
+
+@torch.no_grad()
+def imagine_frames(run: LoadedRun, horizon: int, group: int = 1, context: int = 4, seed: int = 0):
+    """Real context of `context` steps, then `horizon` imagined steps per branch -> frames."""
+    key = _image_key(run.world)
+    if key is None:
+        raise ValueError(f"{run.cfg.env.id} has no image observation to render an imagined rollout of")
+    ep = run.episode(seed, max_steps=context)
+    k = len(ep["actions"])
+    state = run.world.observe(_batch(ep, k, run.world), sample=False)
+    traj = run.world.imagine(state, run.agent.actor, horizon, group_size=group)     # [G, H]
+    Z = run.world.z_dim
+    frames = []
+    for t in range(horizon):
+        imgs = run.world.decode(traj["feat"][:, t, :Z], traj["feat"][:, t, Z:])[key].numpy()   # [G, h, w, c]
+        frames.append(np.concatenate(list(imgs), axis=1))
+    return frames, traj
+
+
+@torch.no_grad()
+def open_loop(run: LoadedRun, seed: int, context: int = 4):
+    """Real episode vs the world model fed the same actions open-loop after `context` steps."""
+    key = _image_key(run.world)
+    if key is None:
+        raise ValueError(f"{run.cfg.env.id} has no image observation to record side by side")
+    ep = run.episode(seed)
+    n = len(ep["actions"])
+    k = min(context, n)
+    state = run.world.observe(_batch(ep, k, run.world), sample=False)
+    Z = run.world.z_dim
+    real, imag, rhat = [], [], []
+    for t in range(k - 1, n):
+        real.append(ep["frames"][t])
+        imag.append(run.world.decode(state["z"], state["h"])[key][0].numpy())
+        state = run.world.step(state, ep["actions"][t][None])
+        rhat.append(float(state["reward"][0]))
+    rewards = ep["rewards"][k - 1:]
+    captions = [f"t={k - 1 + i} r={r:.2f} rhat={p:.2f}" for i, (r, p) in enumerate(zip(rewards, rhat))]
+    return real, imag, captions, ep
+
+
+def write_json(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

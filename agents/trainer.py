@@ -1,0 +1,510 @@
+"""The training loop: collect real steps, train the world model, train the agent in imagination.
+
+Read top to bottom: `Trainer.__init__` builds everything from the config, `Trainer.train` is the
+loop (CleanRL style), and the rest are the pieces it calls: acting, one gradient step, evaluation,
+logging and checkpoints.
+
+Exact resume: a checkpoint holds weights, optimisers, the replay buffer, every RNG state, the step
+and update counters, and the current episode's reset seed and actions. On resume the episode is
+replayed action by action (gymnasium envs are deterministic given the seed), so a resumed run
+continues exactly where the straight run would be.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import signal
+import time
+import warnings
+from collections import deque
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tensordict import TensorDict
+
+from envs import EpisodeReplay, make_env
+from quatrix_world.checkpoint import (CheckpointError, first_difference, load_checkpoint,
+                                      save_checkpoint)
+from quatrix_world.config import Config, config_from_yaml_text, to_yaml
+from quatrix_world.encoders import describe_action, describe_obs
+from quatrix_world.latents import mode_onehot
+from quatrix_world.world import QuatrixWorld
+
+from .common import build_agent
+
+ROW_KEYS_NEXT = [("next", "reward"), ("next", "terminated"), ("next", "truncated"), ("next", "done")]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the last good checkpoint is kept."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate()),
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2],
+                      "gauss": np_state[3], "cached": np_state[4]}}
+
+
+def set_rng_state(d: dict) -> None:
+    torch.set_rng_state(d["torch"])
+    st = json.loads(d["python"])
+    random.setstate((st[0], tuple(st[1]), st[2]))
+    n = d["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["gauss"], n["cached"]))
+
+
+def build_env(cfg: Config, seed: int):
+    opts = dict(cfg.env.options)
+    if cfg.env.id.startswith("MiniGrid-"):
+        opts.setdefault("full_view", cfg.env.full_view)
+    return make_env(cfg.env.id, seed=seed, max_episode_steps=cfg.env.max_episode_steps, **opts)
+
+
+def env_specs(env) -> tuple[dict, dict]:
+    """(obs description, action description) of a made env, as plain dicts."""
+    kinds = dict(getattr(env, "quatrix_info", {}).get("obs_kinds", {}))
+    obs_spec = env.observation_spec
+    keys = [k for k in obs_spec.keys() if isinstance(k, str) and k in kinds] or \
+           [k for k in obs_spec.keys() if isinstance(k, str) and k not in ("is_init",)]
+    desc = describe_obs({k: _spec_entry(obs_spec[k]) for k in keys}, kinds)
+    return desc, describe_action(env.action_spec)
+
+
+def _spec_entry(spec) -> dict:
+    dtype = str(spec.dtype).replace("torch.", "")
+    vocab = None
+    if "int" in dtype:
+        vocab = int(spec.space.n) if hasattr(spec.space, "n") else int(spec.space.high.max().item()) + 1
+    return {"shape": list(spec.shape), "dtype": dtype, "vocab": vocab}
+
+
+class Actor:
+    """Runs the world model on the real episode so far and asks the agent for an action.
+
+    Features match training: the core sees the last `window` (z, a) tokens with positions from 0,
+    exactly like a replay window; z is the posterior's mode so acting is deterministic given obs.
+    """
+
+    def __init__(self, world: QuatrixWorld, agent, window: int):
+        self.world, self.agent, self.window = world, agent, window
+        self.reset()
+
+    def reset(self):
+        self.z, self.a = deque(maxlen=self.window), deque(maxlen=self.window)
+
+    @torch.no_grad()
+    def features(self, obs: dict) -> torch.Tensor:
+        w = self.world
+        post = w.encode({k: obs[k][None, None] for k in w.obs_desc})         # [1, 1, G, C]
+        z = mode_onehot(post).flatten(-2)[0, 0]                              # [Z]
+        if self.z:
+            zs = torch.stack(list(self.z))[None]
+            acts = torch.stack(list(self.a))[None]
+            T = zs.shape[1]
+            h = w.run_core(zs, acts, torch.zeros(1, T, dtype=torch.bool))[0, -1]
+        else:
+            h = w.h0
+        self._pending_z = z
+        return w.features(z, h)[None]
+
+    @torch.no_grad()
+    def act(self, obs: dict, deterministic: bool = False) -> torch.Tensor:
+        a = self.agent.act(self.features(obs), deterministic)[0]
+        return a
+
+    def record(self, action):
+        self.z.append(self._pending_z)
+        self.a.append(action.clone())
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str, resume: bool = False, quiet: bool = False):
+        self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        seed_everything(cfg.seed)
+        self.env = build_env(cfg, cfg.seed)
+        self.obs_desc, self.act_desc = env_specs(self.env)
+        self.obs_keys = list(self.obs_desc)
+        self.world = QuatrixWorld(cfg.world, self.obs_desc, self.act_desc)
+        self.agent = build_agent(cfg.agent, self.world.feat_dim, self.world.act_desc)
+        self.world_opt = torch.optim.Adam(self.world.parameters(), lr=cfg.trainer.world_lr, eps=1e-8)
+        t = cfg.trainer
+        self.replay = EpisodeReplay(t.replay_capacity, t.seq_len, t.batch_size, storage=t.replay_storage,
+                                    scratch_dir=os.path.join(run_dir, "replay") if t.replay_storage == "disk" else None,
+                                    seed=cfg.seed)
+        self.actor = Actor(self.world, self.agent, window=t.seq_len - 1)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        # counters (all restored on resume)
+        self.step = 0              # env steps taken
+        self.updates = 0           # gradient steps taken
+        self.episodes = 0          # episodes started
+        self.wall = 0.0            # training seconds before this process
+        self.best = -math.inf
+        self.nonfinite = 0
+        self.ep_actions: list = []  # actions of the current episode (for exact resume)
+        self.ep_return, self.ep_len = 0.0, 0
+        self.eval_history: list[dict] = []
+        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        os.makedirs(os.path.join(run_dir, "videos"), exist_ok=True)
+        if resume:
+            self.load(os.path.join(self.ckpt_dir, "latest.pt"))
+        else:
+            with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+                f.write(to_yaml(cfg))
+        self.metrics_path = os.path.join(run_dir, "metrics.csv")
+        self._truncate_metrics()
+        self._tb = None
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> dict:
+        cfg, t = self.cfg, self.cfg.trainer
+        start_wall = time.time() - self.wall
+        td = self._start_episode(replay_actions=self.ep_actions)
+        bar = self._progress()
+        interrupted = False
+        try:
+            while self.step < t.total_steps:
+                # 1. act in the real env
+                obs = {k: td[k] for k in self.obs_keys}
+                if self.step < t.prefill:
+                    action = self._random_action()
+                    self.actor.features(obs)          # keep the acting context in step
+                else:
+                    action = self.actor.act(obs)
+                td, done = self._env_step(td, action)
+                self.step += 1
+                # 2. keep the replay ratio: updates_due = (steps since prefill) x ratio
+                if self.step >= t.prefill and len(self.replay) >= t.seq_len:
+                    due = int((self.step - t.prefill + 1) * t.replay_ratio)
+                    while self.updates < due:
+                        self._log(self.train_step())
+                if done:
+                    self._log({"train/episode_return": self.ep_return, "train/episode_length": self.ep_len})
+                    if bar is not None:
+                        bar.set_postfix(ret=f"{self.ep_return:.2f}", upd=self.updates)
+                    td = self._start_episode()
+                self.wall = time.time() - start_wall
+                # 3. evaluate, checkpoint
+                if self.step % t.eval_every == 0 or self.step == t.total_steps:
+                    self.evaluate()
+                if self.step % t.checkpoint_every == 0 or self.step == t.total_steps:
+                    self.save(os.path.join(self.ckpt_dir, "latest.pt"))
+                if bar is not None:
+                    bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+            self.save(os.path.join(self.ckpt_dir, "latest.pt"))
+            if not self.quiet:
+                print(f"\ninterrupted at step {self.step}: checkpoint written to {self.ckpt_dir}/latest.pt "
+                      f"(continue with --resume {self.run_dir})")
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._tb is not None:
+                self._tb.close()
+        summary = {"step": self.step, "updates": self.updates, "episodes": self.episodes,
+                   "best_eval_return": self.best, "wall_seconds": self.wall, "interrupted": interrupted}
+        if self.eval_history:
+            summary["last_eval"] = self.eval_history[-1]
+        return summary
+
+    # ------------------------------------------------------------------ env side
+
+    def _episode_seed(self, index: int) -> int:
+        return self.cfg.seed * 1_000_003 + index
+
+    def _start_episode(self, replay_actions=None) -> TensorDict:
+        """Reset with a seed derived from the episode index; optionally replay actions (resume)."""
+        if replay_actions is None:
+            self.episodes += 1
+            self.ep_actions = []
+        self.env.set_seed(self._episode_seed(self.episodes))
+        td = self.env.reset()
+        self.actor.reset()
+        self.ep_return, self.ep_len = 0.0, 0
+        for a in list(replay_actions or []):
+            obs = {k: td[k] for k in self.obs_keys}
+            self.actor.features(obs)
+            td, done = self._env_step(td, a, store=False)
+            if done:
+                raise CheckpointError("replaying the interrupted episode ended it early — the env is not "
+                                      "deterministic given its seed, so the run cannot resume exactly")
+        return td
+
+    def _random_action(self) -> torch.Tensor:
+        a = self.act_desc
+        if a["kind"] == "discrete":
+            return torch.randint(a["n"], (), generator=self.gen)
+        low, high = torch.tensor(a["low"]), torch.tensor(a["high"])
+        return low + (high - low) * torch.rand(a["dim"], generator=self.gen)
+
+    def _env_step(self, td: TensorDict, action: torch.Tensor, store: bool = True):
+        td["action"] = action.to(self.env.action_spec.dtype).reshape(self.env.action_spec.shape)
+        td = self.env.step(td)
+        self.actor.record(action)
+        row = td.select(*self.obs_keys, "action", "is_init", *ROW_KEYS_NEXT)
+        if store:
+            self.replay.extend(row)
+            self.ep_actions.append(action.clone())
+        self.ep_return += float(td["next", "reward"])
+        self.ep_len += 1
+        done = bool(td["next", "done"])
+        from torchrl.envs.utils import step_mdp
+        return step_mdp(td, exclude_action=True), done
+
+    # ------------------------------------------------------------------ learning
+
+    def train_step(self) -> dict:
+        """One world-model gradient step, then one agent update from imagined rollouts."""
+        cfg = self.cfg
+        batch = self.replay.sample()                                   # [B, T]
+        self.world.train()
+        loss, metrics, aux = self.world.loss(batch)
+        self.world_opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._skip_update("world model", metrics)
+        loss.backward()
+        gnorm = nn.utils.clip_grad_norm_(self.world.parameters(), cfg.trainer.world_grad_clip)
+        if not torch.isfinite(gnorm):
+            self.world_opt.zero_grad(set_to_none=True)
+            return self._skip_update("world model gradient", metrics)
+        self.world_opt.step()
+        metrics["world/grad_norm"] = gnorm
+
+        state = self._start_states(aux, self.world.unpack(batch, need_targets=False))
+        agent_metrics = self.agent.update(self.world, state)
+        if not all(torch.isfinite(torch.as_tensor(v)).all() for v in agent_metrics.values()):
+            return self._skip_update("agent", agent_metrics)
+        self.nonfinite = 0
+        self.updates += 1
+        metrics.update(agent_metrics)
+        metrics["train/updates"] = self.updates
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _skip_update(self, what: str, metrics: dict) -> dict:
+        self.nonfinite += 1
+        self.updates += 1
+        warnings.warn(f"step {self.step}: non-finite {what} loss — update skipped "
+                      f"({self.nonfinite}/{self.cfg.trainer.max_nonfinite_skips} in a row)")
+        if self.nonfinite >= self.cfg.trainer.max_nonfinite_skips:
+            raise TrainingError(f"the {what} loss was non-finite for {self.nonfinite} updates in a row at step "
+                                f"{self.step}; stopped. The last good checkpoint is {self.ckpt_dir}/latest.pt — "
+                                "lower trainer.world_lr / agent.lr and --resume")
+        return {"train/skipped_updates": 1.0}
+
+    def _start_states(self, aux: dict, d: dict) -> dict:
+        """Imagination starts: windows of `context_len` real steps ending at random positions."""
+        a = self.cfg.agent
+        z = aux["z"]
+        B, T = z.shape[:2]
+        K = min(a.context_len, T)
+        per_seq = max(1, a.starts // B)
+        ends = torch.randint(K - 1, T, (B, per_seq), generator=self.gen)              # [B, M]
+        idx = (ends[..., None] - torch.arange(K - 1, -1, -1))                           # [B, M, K]
+        b = torch.arange(B)[:, None, None].expand_as(idx)
+        gather = lambda x: x[b, idx].flatten(0, 1)
+        return self.world.observe_latents(gather(z), gather(d["action"]), gather(d["is_init"]))
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def run_episodes(self, n: int, deterministic: bool, seed_base: int, collect_frames: bool = False):
+        env = self.eval_env
+        actor = Actor(self.world, self.agent, window=self.cfg.trainer.seq_len - 1)
+        returns, frames = [], []
+        for i in range(n):
+            env.set_seed(seed_base + i)
+            td = env.reset()
+            actor.reset()
+            total, done = 0.0, False
+            while not done:
+                obs = {k: td[k] for k in self.obs_keys}
+                if collect_frames and i == 0:
+                    frames.append(_frame(obs, self.obs_desc))
+                a = actor.act(obs, deterministic)
+                td["action"] = a.to(env.action_spec.dtype).reshape(env.action_spec.shape)
+                td = env.step(td)
+                actor.record(a)
+                total += float(td["next", "reward"])
+                done = bool(td["next", "done"])
+                from torchrl.envs.utils import step_mdp
+                td = step_mdp(td, exclude_action=True)
+            returns.append(total)
+        return returns, frames
+
+    @property
+    def eval_env(self):
+        if not hasattr(self, "_eval_env"):
+            self._eval_env = build_env(self.cfg, self.cfg.seed + 10_000)
+        return self._eval_env
+
+    def evaluate(self) -> dict:
+        n = self.cfg.trainer.eval_episodes
+        rng = torch.get_rng_state()                  # evaluation must not shift training's RNG
+        self.world.eval()
+        det, frames = self.run_episodes(n, True, 10_000_000 + self.step, collect_frames=True)
+        smp, _ = self.run_episodes(n, False, 20_000_000 + self.step)
+        self.world.train()
+        torch.set_rng_state(rng)
+        row = {"step": self.step, "seconds": round(self.wall, 2),
+               "eval/return": float(np.mean(det)), "eval/return_std": float(np.std(det)),
+               "eval/return_sampled": float(np.mean(smp)), "eval/return_sampled_std": float(np.std(smp))}
+        self.eval_history.append(row)
+        self._log({k: v for k, v in row.items() if k.startswith("eval/")})
+        score = max(row["eval/return"], row["eval/return_sampled"])
+        if score > self.best:
+            self.best = score
+            self.save(os.path.join(self.ckpt_dir, "best.pt"))
+        self._plot_curves()
+        if self.cfg.trainer.video_every_eval and frames:
+            self._log_video("eval/real_episode", frames)
+        return row
+
+    # ------------------------------------------------------------------ logging
+
+    def _progress(self):
+        if not self.cfg.trainer.progress or self.quiet:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=self.cfg.trainer.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                    desc=self.cfg.env.id)
+
+    @property
+    def tb(self):
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tb = SummaryWriter(self.run_dir, purge_step=self.step if self.step else None)
+        return self._tb
+
+    def _log(self, metrics: dict) -> None:
+        if not metrics:
+            return
+        is_train = any(k.startswith("loss/") for k in metrics)
+        if is_train and self.updates % max(1, int(self.cfg.trainer.log_every * self.cfg.trainer.replay_ratio)) != 0:
+            return
+        new = not os.path.exists(self.metrics_path)
+        with open(self.metrics_path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "seconds", "name", "value"])
+            for k, v in metrics.items():
+                w.writerow([self.step, f"{self.wall:.2f}", k, f"{float(v):.6g}"])
+                self.tb.add_scalar(k, float(v), self.step)
+
+    def _truncate_metrics(self) -> None:
+        """After a resume, drop rows logged after the checkpoint: they are about to be redone."""
+        if not os.path.exists(self.metrics_path):
+            return
+        with open(self.metrics_path) as f:
+            rows = list(csv.reader(f))
+        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= self.step]
+        if len(keep) != len(rows):
+            tmp = self.metrics_path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(keep)
+            os.replace(tmp, self.metrics_path)
+
+    def _plot_curves(self) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        h = self.eval_history
+        steps = [r["step"] for r in h]
+        secs = [r["seconds"] for r in h]
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+        for key, label in (("eval/return", "deterministic"), ("eval/return_sampled", "sampled")):
+            ax[0].plot(steps, [r[key] for r in h], marker="o", label=label)
+            ax[1].plot(secs, [r[key] for r in h], marker="o", label=label)
+        ax[0].set_xlabel("env steps")
+        ax[1].set_xlabel("wall-clock seconds")
+        for a in ax:
+            a.set_ylabel("eval return")
+            a.grid(alpha=0.3)
+            a.legend()
+        fig.suptitle(f"{self.cfg.env.id} — {self.cfg.agent.kind}")
+        fig.tight_layout()
+        tmp = os.path.join(self.run_dir, ".curves.tmp.png")
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        os.replace(tmp, os.path.join(self.run_dir, "curves.png"))
+
+    def _log_video(self, tag: str, frames) -> None:
+        from .tb_video import add_gif
+        add_gif(self.tb, tag, frames, self.step)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict:
+        return {
+            "world": self.world.state_dict(), "agent": self.agent.state_dict(),
+            "world_opt": self.world_opt.state_dict(), "agent_extra": self.agent.extra_state(),
+            "replay": self.replay.state_dict(),
+            "counters": {"step": self.step, "updates": self.updates, "episodes": self.episodes,
+                         "wall": self.wall, "best": self.best, "nonfinite": self.nonfinite},
+            "episode": {"actions": torch.stack(self.ep_actions) if self.ep_actions else torch.zeros(0)},
+            "eval_history": json.dumps(self.eval_history),
+            "rng": rng_state(), "gen": self.gen.get_state(),
+        }
+
+    def save(self, path: str) -> None:
+        save_checkpoint(path, config_yaml=to_yaml(self.cfg), spec=self.world.spec_dict(), state=self.state())
+
+    def load(self, path: str) -> None:
+        ck = load_checkpoint(path)
+        check_compatible(ck, self.cfg, self.world.spec_dict())
+        self.world.load_state_dict(ck["world"])
+        self.agent.load_state_dict(ck["agent"])
+        self.world_opt.load_state_dict(ck["world_opt"])
+        self.agent.load_extra_state(ck["agent_extra"])
+        self.replay.load_state_dict(ck["replay"])
+        c = ck["counters"]
+        self.step, self.updates, self.episodes = c["step"], c["updates"], c["episodes"]
+        self.wall, self.best, self.nonfinite = c["wall"], c["best"], c["nonfinite"]
+        acts = ck["episode"]["actions"]
+        self.ep_actions = [a for a in acts] if acts.numel() else []
+        self.eval_history = json.loads(ck["eval_history"])
+        set_rng_state(ck["rng"])
+        self.gen.set_state(ck["gen"])
+
+
+def check_compatible(ck: dict, cfg: Config, spec: dict) -> None:
+    """A checkpoint must match the env's spaces and the model config; name the first difference."""
+    diff = first_difference(ck["spec"], spec)
+    if diff:
+        raise CheckpointError(f"checkpoint {ck['path']} was made for a different observation/action space "
+                              f"(field '{diff}' differs) — use the env it was trained on")
+    saved = config_from_yaml_text(ck["config"])
+    from quatrix_world.config import to_dict
+    for section in ("world", "agent"):
+        d = first_difference(to_dict(getattr(saved, section)), to_dict(getattr(cfg, section)), section + ".")
+        if d and not d.startswith(("agent.lr", "agent.critic_lr", "agent.entropy")):
+            raise CheckpointError(f"checkpoint {ck['path']} has a different model config: '{d}' differs — "
+                                  "load it with the config it was trained with (its run's config.yaml)")
+
+
+def _frame(obs: dict, desc: dict) -> np.ndarray:
+    for k, d in desc.items():
+        if d["kind"] == "image":
+            return obs[k].cpu().numpy()
+    raise ValueError("no image observation to render")
+
+
+def install_sigterm_handler() -> None:
+    """Treat SIGTERM like Ctrl-C so schedulers that stop a job get a final checkpoint."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
