@@ -1,0 +1,70 @@
+"""Smoke tests: the real `quatrix-world` CLI in a subprocess on configs/debug.yaml."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+
+
+def cli(*args, cwd=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "agents.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "debug"
+    r = cli("train", "--config", "configs/debug.yaml", "--run-dir", str(run), "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run
+
+
+def test_help_and_version():
+    r = cli("--help")
+    assert r.returncode == 0 and "train" in r.stdout and "env-check" in r.stdout
+    r = cli("--version")
+    assert r.returncode == 0 and "quatrix-world 0.1.0" in r.stdout
+
+
+def test_train_writes_run_files(debug_run):
+    for name in ("config.yaml", "metrics.csv", "curves.png", "checkpoints/latest.pt", "checkpoints/best.pt"):
+        assert (debug_run / name).is_file(), name
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(debug_run))
+    rows = (debug_run / "metrics.csv").read_text().splitlines()
+    names = {r.split(",")[2] for r in rows[1:]}
+    assert {"loss/world", "loss/actor", "loss/critic", "eval/return", "train/episode_return"} <= names
+    assert not [f for f in os.listdir(debug_run / "checkpoints") if f.startswith(".tmp")]
+
+
+def test_eval_imagine_record(debug_run, tmp_path):
+    r = cli("eval", "--checkpoint", str(debug_run), "--episodes", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((debug_run / "eval.json").read_text())
+    assert result["episodes"] == 2 and len(result["returns"]) == 2
+    out = tmp_path / "imagined.mp4"
+    r = cli("imagine", "--checkpoint", str(debug_run), "--horizon", "8", "--group", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert out.stat().st_size > 0
+    out2 = tmp_path / "side.gif"
+    r = cli("record", "--checkpoint", str(debug_run / "checkpoints" / "latest.pt"), "--episodes", "1",
+            "--out", str(out2), "--side-by-side")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert out2.stat().st_size > 0
+
+
+def test_dry_run_prints_config_and_params(tmp_path):
+    r = cli("train", "--config", "configs/debug.yaml", "--dry-run", "--run-dir", str(tmp_path / "x"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "parameters: world model" in r.stdout and "observation pixels: image" in r.stdout
+    assert not (tmp_path / "x").exists()
+
+
+def test_user_error_is_one_line_exit_2(tmp_path):
+    r = cli("train", "--config", "configs/debug.yaml", "--set", "trainer.batchsize=3")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: unknown key 'trainer.batchsize' — did you mean 'trainer.batch_size'?"
+    r = cli("eval", "--checkpoint", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr

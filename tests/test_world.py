@@ -1,0 +1,195 @@
+"""World model: alignment, masking, cache equivalence, branching, bad input, learning."""
+import pytest
+import torch
+from tensordict import TensorDict
+
+from quatrix_world.config import EncoderConfig, WorldConfig
+from quatrix_world.encoders import SpecError
+from quatrix_world.world import QuatrixWorld
+
+B, T, D, N_ACT = 3, 7, 5, 4          # distinct sizes so broadcasting bugs show
+OBS = {"observation": {"kind": "vector", "shape": [D], "dtype": "float32", "vocab": None}}
+ACT = {"kind": "discrete", "n": N_ACT}
+
+
+def small_world(**kw):
+    cfg = WorldConfig(latent_groups=4, latent_classes=6, hidden_size=24, num_layers=2, q_rank=8, num_heads=2,
+                      max_seq_len=48, encoder=EncoderConfig(hidden_size=20, q_rank=4, num_heads=2), **kw)
+    torch.manual_seed(0)
+    return QuatrixWorld(cfg, OBS, ACT)
+
+
+def episode_batch(b=B, t=T):
+    """Row t: obs value t, action t % N_ACT, reward 10 + t after acting, terminated only at the last row."""
+    steps = torch.arange(t, dtype=torch.float32)
+    obs = steps[None, :, None].expand(b, t, D).clone()
+    return TensorDict({
+        "observation": obs,
+        "action": (torch.arange(t) % N_ACT)[None].expand(b, t).clone(),
+        "is_init": torch.zeros(b, t, 1, dtype=torch.bool).index_fill_(1, torch.tensor([0]), True),
+        "next": {"reward": (10 + steps)[None, :, None].expand(b, t, 1).clone(),
+                 "terminated": (steps == t - 1)[None, :, None].expand(b, t, 1).clone(),
+                 "truncated": torch.zeros(b, t, 1, dtype=torch.bool)},
+    }, batch_size=[b, t])
+
+
+def test_unpack_alignment():
+    w = small_world()
+    d = w.unpack(episode_batch())
+    assert d["obs"]["observation"].shape == (B, T, D)
+    # reward_t is next.reward of row t: the reward *after* acting at t
+    assert torch.equal(d["reward"][0], 10 + torch.arange(T, dtype=torch.float32))
+    assert torch.equal(d["action"][0], torch.arange(T) % N_ACT)
+    # the continue target comes from terminated only (truncated is ignored)
+    assert d["terminated"][0].tolist() == [False] * (T - 1) + [True]
+
+
+def test_token_t_predicts_step_t():
+    """h_t (which predicts z_{t+1}, reward_t, cont_t) sees action a_t but nothing after t."""
+    w = small_world()
+    z = torch.randn(B, T, w.z_dim)
+    a = torch.randint(N_ACT, (B, T))
+    is_init = torch.zeros(B, T, dtype=torch.bool)
+    h = w.run_core(z, a, is_init)
+    t = 3
+    a2 = a.clone()
+    a2[:, t] = (a2[:, t] + 1) % N_ACT
+    h2 = w.run_core(z, a2, is_init)
+    assert torch.allclose(h[:, :t], h2[:, :t])                # the past cannot see a_t
+    assert not torch.allclose(h[:, t], h2[:, t])              # token t carries a_t
+    z2 = z.clone()
+    z2[:, t + 1] += 1
+    h3 = w.run_core(z2, a, is_init)
+    assert torch.allclose(h[:, : t + 1], h3[:, : t + 1])      # no peeking at z_{t+1}
+
+
+def test_core_never_reads_across_episode_start():
+    w = small_world()
+    z = torch.randn(B, T, w.z_dim)
+    a = torch.randint(N_ACT, (B, T))
+    is_init = torch.zeros(B, T, dtype=torch.bool)
+    is_init[:, 4] = True
+    h = w.run_core(z, a, is_init)
+    z2 = z.clone()
+    z2[:, :4] = torch.randn(B, 4, w.z_dim)
+    h2 = w.run_core(z2, a, is_init)
+    assert torch.allclose(h[:, 4:], h2[:, 4:], atol=1e-6)
+    assert not torch.allclose(h[:, :4], h2[:, :4])
+
+
+def test_dynamics_loss_masks_pairs_across_episode_start():
+    """KL terms pair post_{t+1} with prior_t; a pair whose target is an episode start is masked."""
+    w = small_world()
+    batch = episode_batch()
+    batch["is_init"][:, 1:] = True            # every row starts an episode: no valid pair at all
+    torch.manual_seed(1)
+    _, m, _ = w.loss(batch)
+    assert float(m["loss/dyn"]) == 0.0 and float(m["world/kl"]) == 0.0
+    batch["is_init"][:, 1:] = False
+    _, m, _ = w.loss(batch)
+    assert float(m["loss/dyn"]) >= w.cfg.free_bits
+
+
+def test_loss_terms_named_and_finite():
+    w = small_world()
+    total, m, aux = w.loss(episode_batch())
+    for k in ("loss/recon_observation", "loss/reward", "loss/continue", "loss/dyn", "loss/rep",
+              "world/kl", "world/post_entropy", "world/reward_acc"):
+        assert k in m and torch.isfinite(m[k])
+    total.backward()
+    assert aux["z"].shape == (B, T, w.z_dim)
+
+
+def uniform_policy(feat):
+    return torch.distributions.Categorical(logits=torch.zeros(feat.shape[0], N_ACT))
+
+
+def test_imagination_cache_equals_full_recompute():
+    w = small_world()
+    batch = episode_batch()
+    batch["is_init"][:, 3] = True              # the context spans an episode start
+    torch.manual_seed(3)
+    state = w.observe(batch)
+    torch.manual_seed(4)
+    fast = w.imagine(state, uniform_policy, horizon=9, use_cache=True)
+    torch.manual_seed(4)
+    slow = w.imagine(state, uniform_policy, horizon=9, use_cache=False)
+    assert fast.batch_size == torch.Size([B, 9])
+    for k in ("feat", "next_feat", "reward", "cont"):
+        assert torch.allclose(fast[k], slow[k], atol=1e-5), k
+    assert torch.equal(fast["action"], slow["action"])
+
+
+def test_imagination_is_one_token_per_step():
+    w = small_world()
+    state = w.observe(episode_batch())
+    before = len(state["caches"][0])
+    w.imagine(state, uniform_policy, horizon=5)
+    assert len(state["caches"][0]) == before                  # the caller's cache is not consumed
+    s = dict(state, caches=state["caches"].clone())
+    nxt = w.step(s, torch.zeros(B, dtype=torch.long))
+    assert len(nxt["caches"][0]) == before + 1
+
+
+def test_group_branching_gives_different_rollouts():
+    w = small_world()
+    state = w.observe(episode_batch(b=2))
+    torch.manual_seed(0)
+    traj = w.imagine(state, uniform_policy, horizon=6, group_size=5)
+    assert traj.batch_size == torch.Size([10, 6])
+    feat = traj["feat"].reshape(2, 5, 6, -1)
+    assert torch.allclose(feat[:, :, 0], feat[:, :1, 0].expand_as(feat[:, :, 0]))   # same start
+    later = feat[0, :, -1]
+    assert len({tuple(x.tolist()) for x in later.round(decimals=4)}) > 1           # different futures
+
+
+def test_bad_inputs():
+    w = small_world()
+    batch = episode_batch()
+    with pytest.raises(SpecError, match="is_init"):
+        w.loss(batch.exclude("is_init"))
+    with pytest.raises(SpecError, match="terminated"):
+        w.loss(batch.exclude(("next", "terminated")))
+    bad = batch.clone()
+    bad["observation"] = torch.zeros(B, T, D + 1)
+    with pytest.raises(SpecError, match="shape"):
+        w.loss(bad)
+    state = w.observe(batch)
+    with pytest.raises(ValueError, match="horizon"):
+        w.imagine(state, uniform_policy, horizon=0)
+    with pytest.raises(ValueError, match="group_size"):
+        w.imagine(state, uniform_policy, horizon=2, group_size=0)
+
+
+def test_overfit_corridor_predicts_reward_at_right_step():
+    """Deterministic 1-D corridor: from the start, action 'right' 4 times reaches the goal (reward 1
+    after the 4th step, terminated). After overfitting, imagination with the 'right' policy predicts
+    the reward at step index 3 and not before."""
+    torch.manual_seed(0)
+    L = 5
+    t = torch.arange(L)
+    obs = torch.nn.functional.one_hot(t.clamp(max=4), 5).float()[None].repeat(8, 1, 1)
+    world = QuatrixWorld(WorldConfig(latent_groups=4, latent_classes=5, hidden_size=32, num_layers=1, q_rank=8,
+                                     num_heads=2, max_seq_len=32, free_bits=0.1,
+                                     encoder=EncoderConfig(hidden_size=32, q_rank=4, num_heads=2)),
+                         {"observation": {"kind": "vector", "shape": [5], "dtype": "float32", "vocab": None}},
+                         {"kind": "discrete", "n": 2})
+    reward = (t == 3).float()
+    batch = TensorDict({
+        "observation": obs[:, :4], "action": torch.ones(8, 4, dtype=torch.long),
+        "is_init": (t[:4] == 0)[None, :, None].expand(8, 4, 1).clone(),
+        "next": {"reward": reward[None, :4, None].expand(8, 4, 1).clone(),
+                 "terminated": (t[:4] == 3)[None, :, None].expand(8, 4, 1).clone()}}, batch_size=[8, 4])
+    opt = torch.optim.Adam(world.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss, m, _ = world.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    right = lambda f: torch.distributions.Categorical(probs=torch.tensor([[0.0, 1.0]]).expand(f.shape[0], 2))
+    state = world.observe(batch[:, :1])
+    traj = world.imagine(state, right, horizon=4)
+    r = traj["reward"].mean(0)
+    assert r[3] > 0.8, r
+    assert r[:3].abs().max() < 0.2, r
+    assert traj["cont"].mean(0)[3] < 0.2
