@@ -214,6 +214,8 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except errors as e:
+        if os.environ.get("QUATRIX_DEBUG"):
+            raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

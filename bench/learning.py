@@ -1,0 +1,76 @@
+"""Learning benchmark (not a test): does each agent reach the solve threshold, and how fast?
+
+    python bench/learning.py --env minigrid_empty --agent actor_critic --seeds 0 1 2
+    python bench/learning.py --quick            # one tiny run, checks the plumbing
+
+Runs the real trainer in-process per (config, agent, seed), reads its evaluation history, and
+merges per-seed results into bench/results/learning.json:
+    {config: {agent: {seed: {steps_to_threshold, seconds_to_threshold, final_return, history}}}}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from agents.trainer import Trainer                          # noqa: E402
+from quatrix_world.config import load_config                # noqa: E402
+
+THRESHOLDS = {"minigrid_empty": 0.9, "minigrid_doorkey": 0.9, "cartpole": 475.0, "debug": 0.9}
+RESULTS = os.path.join(os.path.dirname(__file__), "results", "learning.json")
+
+
+def first_crossing(history: list[dict], threshold: float):
+    for row in history:
+        if max(row["eval/return"], row["eval/return_sampled"]) >= threshold:
+            return row["step"], row["seconds"]
+    return None, None
+
+
+def run_one(config: str, agent: str, seed: int, extra: list[str], run_root: str) -> dict:
+    cfg = load_config(["default.yaml", f"{config}.yaml"], [f"agent.kind={agent}", f"seed={seed}",
+                                                           "trainer.progress=false", *extra])
+    run_dir = os.path.join(run_root, f"{config}-{agent}-{seed}")
+    os.makedirs(run_dir, exist_ok=True)
+    t0 = time.time()
+    trainer = Trainer(cfg, run_dir, quiet=True)
+    trainer.train()
+    steps, secs = first_crossing(trainer.eval_history, THRESHOLDS[config])
+    last = trainer.eval_history[-1]
+    return {"steps_to_threshold": steps, "seconds_to_threshold": secs, "threshold": THRESHOLDS[config],
+            "final_return": last["eval/return"], "final_return_sampled": last["eval/return_sampled"],
+            "total_steps": cfg.trainer.total_steps, "wall_seconds": round(time.time() - t0, 1),
+            "history": trainer.eval_history}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--env", default="minigrid_empty", choices=sorted(THRESHOLDS))
+    p.add_argument("--agent", default="actor_critic", choices=["actor_critic", "grpo"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--runs", default="runs/bench")
+    p.add_argument("--quick", action="store_true", help="debug config, one seed, a few hundred steps")
+    p.add_argument("--out", default=RESULTS)
+    a = p.parse_args()
+    if a.quick:
+        a.env, a.seeds = "debug", [0]
+    results = json.load(open(a.out)) if os.path.exists(a.out) else {}
+    for seed in a.seeds:
+        r = run_one(a.env, a.agent, seed, a.set, a.runs)
+        results.setdefault(a.env, {}).setdefault(a.agent, {})[str(seed)] = r
+        print(f"{a.env} {a.agent} seed {seed}: steps to {r['threshold']} = {r['steps_to_threshold']} "
+              f"({r['seconds_to_threshold']} s), final {r['final_return']:.3f}/{r['final_return_sampled']:.3f}",
+              flush=True)
+        tmp = a.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, a.out)
+
+
+if __name__ == "__main__":
+    main()
