@@ -1,0 +1,72 @@
+"""Imagination the torchrl way: a QuatrixWorld as an EnvBase, so `env.rollout(H, policy)` dreams.
+
+    state = world.observe(context_batch)           # real context -> KV cache
+    env = ImaginedEnv(world, state)
+    td = env.rollout(16, policy)                    # policy: a TensorDictModule reading "feat"
+
+Observations are the agent features [z, h] under "feat"; reward is the predicted reward;
+terminated is sampled from the continue head. Each step feeds one token through the KV cache.
+Also `render_imagination(world, state, policy, horizon)` -> decoded frames.
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+from .world import QuatrixWorld
+
+
+class ImaginedEnv(EnvBase):
+    def __init__(self, world: QuatrixWorld, start_state: dict, sample_termination: bool = True):
+        n = start_state["z"].shape[0]
+        super().__init__(batch_size=torch.Size([n]))
+        self.world, self.start_state, self.sample_termination = world, start_state, sample_termination
+        self.state = None
+        self.observation_spec = Composite(feat=Unbounded((n, world.feat_dim)), shape=(n,))
+        a = world.act_desc
+        if a["kind"] == "discrete":
+            self.action_spec = Categorical(a["n"], shape=(n,), dtype=torch.int64)
+        else:
+            self.action_spec = Bounded(torch.tensor(a["low"]).expand(n, -1), torch.tensor(a["high"]).expand(n, -1),
+                                       shape=(n, a["dim"]))
+        self.reward_spec = Unbounded((n, 1))
+
+    def _reset(self, tensordict=None, **kwargs) -> TensorDict:
+        s = self.start_state
+        self.state = dict(s, caches=s["caches"].clone())
+        n = self.batch_size[0]
+        feat = self.world.features(self.state["z"], self.state["h"])
+        return TensorDict({"feat": feat, "done": torch.zeros(n, 1, dtype=torch.bool),
+                           "terminated": torch.zeros(n, 1, dtype=torch.bool)}, batch_size=self.batch_size)
+
+    def _step(self, tensordict: TensorDict) -> TensorDict:
+        nxt = self.world.step(self.state, tensordict["action"])
+        self.state = nxt
+        if self.sample_termination:
+            term = torch.bernoulli(1 - nxt["cont"]).bool()
+        else:
+            term = nxt["cont"] < 0.5
+        return TensorDict({"feat": self.world.features(nxt["z"], nxt["h"]),
+                           "reward": nxt["reward"].unsqueeze(-1),
+                           "done": term.unsqueeze(-1), "terminated": term.unsqueeze(-1)},
+                          batch_size=self.batch_size)
+
+    def _set_seed(self, seed):
+        torch.manual_seed(seed)
+        return seed
+
+
+@torch.no_grad()
+def render_imagination(world: QuatrixWorld, start_state: dict, policy, horizon: int, key: str | None = None):
+    """Imagine `horizon` steps with `policy(feat) -> Distribution` and decode each step's latent.
+
+    Returns a list of [N, H, W, C] uint8 arrays (one per step) for the image key `key`.
+    """
+    key = key or next((k for k, d in world.obs_desc.items() if d["kind"] == "image"), None)
+    if key is None:
+        raise ValueError("the world model has no image observation to render")
+    traj = world.imagine(start_state, policy, horizon)
+    Z = world.z_dim
+    return [world.decode(traj["feat"][:, t, :Z], traj["feat"][:, t, Z:])[key].numpy() for t in range(horizon)]
