@@ -99,9 +99,8 @@ def cmd_train(args) -> int:
         run_dir = args.run_dir or os.path.join(cfg.run.dir, cfg.run.name)
     if args.dry_run:
         return _dry_run(cfg, run_dir)
-    from .trainer import Trainer, install_sigterm_handler
+    from .trainer import Trainer
     os.makedirs(run_dir, exist_ok=True)
-    install_sigterm_handler()
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
     summary = trainer.train()
     last = summary.get("last_eval", {})

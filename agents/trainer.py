@@ -17,6 +17,7 @@ import math
 import os
 import random
 import signal
+import threading
 import time
 import warnings
 from collections import deque
@@ -176,8 +177,14 @@ class Trainer:
         td = self._start_episode(replay_actions=self.ep_actions)
         bar = self._progress()
         interrupted = False
+        self._stop = False
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.step < t.total_steps:
+                if self._stop:               # Ctrl-C / SIGTERM: stop at a step boundary, consistent state
+                    raise KeyboardInterrupt
                 # 1. act in the real env
                 obs = {k: td[k] for k in self.obs_keys}
                 if self.step < t.prefill:
@@ -207,11 +214,14 @@ class Trainer:
                     bar.update(1)
         except KeyboardInterrupt:
             interrupted = True
+            signal.signal(signal.SIGINT, signal.SIG_DFL)     # a second Ctrl-C kills at once
             self.save(os.path.join(self.ckpt_dir, "latest.pt"))
             if not self.quiet:
                 print(f"\ninterrupted at step {self.step}: checkpoint written to {self.ckpt_dir}/latest.pt "
                       f"(continue with --resume {self.run_dir})")
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if bar is not None:
                 bar.close()
             if self._tb is not None:
@@ -223,6 +233,12 @@ class Trainer:
         return summary
 
     # ------------------------------------------------------------------ env side
+
+    def _request_stop(self, signum, frame) -> None:
+        """SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly."""
+        if self._stop:                    # asked twice: stop now
+            raise KeyboardInterrupt
+        self._stop = True
 
     def _episode_seed(self, index: int) -> int:
         return self.cfg.seed * 1_000_003 + index
@@ -503,8 +519,3 @@ def _frame(obs: dict, desc: dict) -> np.ndarray:
     raise ValueError("no image observation to render")
 
 
-def install_sigterm_handler() -> None:
-    """Treat SIGTERM like Ctrl-C so schedulers that stop a job get a final checkpoint."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)

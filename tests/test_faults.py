@@ -1,0 +1,105 @@
+"""Faults and determinism through the real CLI: kill -9 + resume, exact resume, Ctrl-C, same seed."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from quatrix_world.checkpoint import load_checkpoint
+
+ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+BASE = ["-m", "agents.cli", "train", "--config", "configs/debug.yaml", "--quiet"]
+
+
+def train(*extra, timeout=600):
+    r = subprocess.run([sys.executable, *BASE, *extra], capture_output=True, text=True, env=ENV, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def rows(run):
+    with open(os.path.join(run, "metrics.csv")) as f:
+        return list(csv.reader(f))[1:]
+
+
+def losses(run):
+    return [(r[0], r[2], r[3]) for r in rows(run) if r[2].startswith("loss/")]
+
+
+def test_same_seed_same_losses(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    train("--run-dir", a, "--set", "trainer.total_steps=200", "--set", "trainer.log_every=10")
+    train("--run-dir", b, "--set", "trainer.total_steps=200", "--set", "trainer.log_every=10")
+    la, lb = losses(a)[:50], losses(b)[:50]
+    assert len(la) >= 50
+    assert la == lb
+
+
+def test_resume_equals_straight_run(tmp_path):
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    train("--run-dir", straight)
+    train("--run-dir", split, "--set", "trainer.total_steps=150")
+    train("--resume", split, "--set", "trainer.total_steps=300")
+    drop_time = lambda rs: [(r[0], r[2], r[3]) for r in rs if not r[2].startswith("eval/")]
+    assert drop_time(rows(straight)) == drop_time(rows(split))
+    a = load_checkpoint(os.path.join(straight, "checkpoints", "latest.pt"))
+    b = load_checkpoint(os.path.join(split, "checkpoints", "latest.pt"))
+    assert a["counters"]["step"] == b["counters"]["step"] == 300
+    assert a["counters"]["updates"] == b["counters"]["updates"]
+    for k in a["world"]:
+        assert torch.equal(a["world"][k], b["world"][k]), k
+
+
+def _wait_for_checkpoint(path, proc, min_step, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        if os.path.exists(path):
+            try:
+                if load_checkpoint(path)["counters"]["step"] >= min_step:
+                    return
+            except Exception:
+                pass
+        time.sleep(0.5)
+    raise AssertionError("no checkpoint in time")
+
+
+def test_kill9_then_resume(tmp_path):
+    run = str(tmp_path / "run")
+    latest = os.path.join(run, "checkpoints", "latest.pt")
+    p = subprocess.Popen([sys.executable, *BASE, "--run-dir", run, "--set", "trainer.total_steps=100000",
+                          "--set", "trainer.eval_every=100000"], env=ENV, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_checkpoint(latest, p, 200)
+    time.sleep(1.0)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    killed_at = load_checkpoint(latest)["counters"]
+    train("--resume", run, "--set", "trainer.total_steps=" + str(killed_at["step"] + 100))
+    after = load_checkpoint(latest)["counters"]
+    assert after["step"] == killed_at["step"] + 100
+    # the replay ratio continues from its bookkeeping: no burst of catch-up updates
+    assert after["updates"] - killed_at["updates"] == 10
+    seen = [(r[0], r[2]) for r in rows(run)]
+    assert len(seen) == len(set(seen)), "metrics.csv has duplicated rows after resume"
+    upd = sorted(float(r[3]) for r in rows(run) if r[2] == "train/updates")
+    assert upd == sorted(set(upd))
+
+
+def test_ctrl_c_writes_final_checkpoint(tmp_path):
+    run = str(tmp_path / "run")
+    latest = os.path.join(run, "checkpoints", "latest.pt")
+    p = subprocess.Popen([sys.executable, *BASE, "--run-dir", run, "--set", "trainer.total_steps=100000",
+                          "--set", "trainer.eval_every=100000", "--set", "trainer.checkpoint_every=100"],
+                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(latest, p, 100)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    step = load_checkpoint(latest)["counters"]["step"]
+    assert step >= 100
+    assert f"interrupted at step {step}" in out
