@@ -1,0 +1,213 @@
+"""EpisodeReplay: a replay of single transitions from one env stream, sampled as [B, T] windows.
+
+Storage is torchrl's (LazyTensorStorage in memory, LazyMemmapStorage on disk) written round-robin
+by a RoundRobinWriter; windows are drawn by `ContiguousWindowSampler`, a torchrl Sampler.
+
+Design (fixed): a window is T *consecutive rows* in write order. Windows MAY cross episode
+boundaries — the world model resets its context where `is_init` is True — so even 2-step episodes
+are always usable. A window never straddles the write cursor: it never joins the newest row to the
+oldest one, which were not consecutive in time.
+
+Rows hold only what training needs: observation keys at t, action, is_init, and next.reward,
+next.terminated, next.truncated, next.done. Next observations are NOT stored (they are the next
+row's observations), which halves memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
+from torchrl.data.replay_buffers.samplers import Sampler
+from torchrl.data.replay_buffers.writers import RoundRobinWriter
+
+from .errors import EnvError
+
+NEXT_KEYS = ("reward", "terminated", "truncated", "done")
+ROOT_SKIP = ("next", "done", "terminated", "truncated")
+
+
+class ContiguousWindowSampler(Sampler):
+    """Samples `batch_size // seq_len` windows of `seq_len` consecutive rows (flat index, window-major).
+
+    Window starts are uniform over all positions whose window lies entirely in the written data and
+    does not cross the writer's cursor (the seam between the newest and the oldest row).
+    """
+
+    def __init__(self, seq_len: int, writer: RoundRobinWriter):
+        self.seq_len = int(seq_len)
+        self._writer = writer
+
+    def window_starts(self, storage) -> tuple[int, int, int]:
+        """-> (base, number of valid starts, capacity): start s in [0, n) maps to rows (base+s+j) % capacity."""
+        n, cap = len(storage), int(storage.max_size)
+        base = int(self._writer._cursor) % cap if n >= cap else 0
+        return base, max(0, n - self.seq_len + 1), cap
+
+    def sample(self, storage, batch_size: int):
+        if batch_size % self.seq_len:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of seq_len {self.seq_len}")
+        base, count, cap = self.window_starts(storage)
+        if count <= 0:
+            raise EnvError(f"the replay holds {len(storage)} transitions but windows need seq_len={self.seq_len} — "
+                           "collect more steps before sampling")
+        B = batch_size // self.seq_len
+        starts = torch.randint(count, (B,), generator=self._rng)
+        index = (base + starts[:, None] + torch.arange(self.seq_len)) % cap
+        return index.reshape(-1), {"starts": starts}
+
+    def _sampleable_count(self, storage, batch_size):
+        return self.window_starts(storage)[1]
+
+    def state_dict(self):
+        return {"seq_len": self.seq_len}
+
+    def load_state_dict(self, state_dict):
+        self.seq_len = int(state_dict["seq_len"])
+
+    def _empty(self):
+        return
+
+    def dumps(self, path):
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "sampler_metadata.json").write_text(json.dumps(self.state_dict()))
+
+    def loads(self, path):
+        self.load_state_dict(json.loads((Path(path) / "sampler_metadata.json").read_text()))
+
+    def __repr__(self):
+        return f"ContiguousWindowSampler(seq_len={self.seq_len})"
+
+
+class EpisodeReplay:
+    """Transitions in, [batch_size, seq_len] windows out. See the module docstring for the design."""
+
+    def __init__(self, capacity: int, seq_len: int, batch_size: int, storage: str = "memory",
+                 scratch_dir: str | None = None, device="cpu", seed: int | None = None):
+        for name, v in (("capacity", capacity), ("seq_len", seq_len), ("batch_size", batch_size)):
+            if not isinstance(v, int) or v < 1:
+                raise EnvError(f"EpisodeReplay {name} must be a positive int, got {v!r}")
+        if seq_len > capacity:
+            raise EnvError(f"EpisodeReplay seq_len={seq_len} is larger than capacity={capacity} — raise the capacity")
+        if storage not in ("memory", "disk"):
+            raise EnvError(f"EpisodeReplay storage must be 'memory' or 'disk', got {storage!r}")
+        self.capacity, self.seq_len, self.batch_size = capacity, seq_len, batch_size
+        self.storage_kind, self.device = storage, torch.device(device)
+        if storage == "disk":
+            if scratch_dir is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="quatrix-replay-")
+                scratch_dir = self._tmp.name
+            os.makedirs(scratch_dir, exist_ok=True)
+            self.scratch_dir = scratch_dir
+            store = LazyMemmapStorage(capacity, scratch_dir=scratch_dir, device="cpu")
+        else:
+            self.scratch_dir = None
+            store = LazyTensorStorage(capacity, device=self.device)
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
+        self._writer = RoundRobinWriter()
+        self.sampler = ContiguousWindowSampler(seq_len, self._writer)
+        self.buffer = ReplayBuffer(storage=store, sampler=self.sampler, writer=self._writer,
+                                   batch_size=batch_size * seq_len, generator=self.generator)
+        self._keys: list | None = None
+
+    # ------------------------------------------------------------------ writing
+    def _rows(self, td: TensorDictBase) -> TensorDictBase:
+        if not isinstance(td, TensorDictBase):
+            raise EnvError(f"EpisodeReplay.extend takes a TensorDict of transitions, got {type(td).__name__}")
+        if td.batch_dims == 0:
+            td = td.unsqueeze(0)
+        elif td.batch_dims > 1:
+            td = td.reshape(-1)
+        keys = td.keys(include_nested=True, leaves_only=True)
+        missing = [k for k in ("action", "is_init", ("next", "reward"), ("next", "terminated"), ("next", "done"))
+                   if k not in keys]
+        if missing:
+            names = ", ".join(".".join(k) if isinstance(k, tuple) else k for k in missing)
+            raise EnvError(f"transitions lack {names} — extend with rows from env.step(): obs keys, action, is_init "
+                           "and next.reward/terminated/truncated/done")
+        root = [k for k in td.keys() if k not in ROOT_SKIP]
+        nxt = [("next", k) for k in NEXT_KEYS if ("next", k) in keys]
+        rows = td.select(*root, *nxt)
+        if ("next", "truncated") not in keys:
+            rows.set(("next", "truncated"), torch.zeros_like(rows.get(("next", "done"))))
+        sig = sorted(str(k) for k in rows.keys(include_nested=True, leaves_only=True))
+        if self._keys is None:
+            self._keys = sig
+        elif sig != self._keys:
+            raise EnvError(f"transition keys changed: the replay holds {self._keys}, got {sig} — store one env's rows")
+        return rows
+
+    def extend(self, td: TensorDictBase) -> None:
+        """Append transitions (batch [n], or [] for one step) in time order from ONE env stream."""
+        rows = self._rows(td)
+        if self.device.type != "cpu" or self.storage_kind == "memory":
+            rows = rows.to(self.buffer._storage.device if self.storage_kind == "memory" else "cpu")
+        self.buffer.extend(rows)
+
+    add = extend
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def sample(self, batch_size: int | None = None) -> TensorDictBase:
+        """-> TensorDict [batch_size, seq_len] of consecutive rows (reproducible given the seed)."""
+        B = self.batch_size if batch_size is None else int(batch_size)
+        if len(self) < self.seq_len:
+            raise EnvError(f"the replay holds {len(self)} transitions but windows need seq_len={self.seq_len} — "
+                           "collect more steps before sampling")
+        td = self.buffer.sample(B * self.seq_len)
+        td = td.reshape(B, self.seq_len)
+        return td.to(self.device) if td.device != self.device else td
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the stored tensors (on disk for storage='disk')."""
+        store = self.buffer._storage
+        if not getattr(store, "initialized", False):
+            return 0
+        return int(sum(t.numel() * t.element_size() for t in store._storage.values(True, True)))
+
+    # ------------------------------------------------------------------ exact resume
+    def state_dict(self) -> dict:
+        """Plain dict of tensors/ints (loads with torch.load(weights_only=True)): rows, cursor, RNG state."""
+        n = len(self)
+        rows = self.buffer._storage.get(torch.arange(n)) if n else None
+        return {"capacity": self.capacity, "seq_len": self.seq_len, "batch_size": self.batch_size,
+                "len": n, "cursor": int(self._writer._cursor), "write_count": int(self._writer._write_count),
+                "rows": rows.to("cpu").to_dict() if rows is not None else {},
+                "keys": list(self._keys or []), "rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity or state["seq_len"] != self.seq_len:
+            raise EnvError(f"replay state has capacity={state['capacity']} seq_len={state['seq_len']}, this replay "
+                           f"capacity={self.capacity} seq_len={self.seq_len} — build it with the saved sizes")
+        n = int(state["len"])
+        self.buffer.empty()
+        if n:
+            rows = TensorDict.from_dict(state["rows"], batch_size=[n], auto_batch_size=False)
+            self.buffer._storage.set(torch.arange(n), rows.to(self.buffer._storage.device))
+        self._writer._cursor = int(state["cursor"])
+        self._writer._write_count = int(state["write_count"])
+        self._keys = list(state["keys"]) or None
+        self.generator.set_state(state["rng"])
+
+    def dumps(self, path: str) -> None:
+        tmp = f"{path}.tmp"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def loads(self, path: str) -> None:
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    def __repr__(self) -> str:
+        return (f"EpisodeReplay({len(self)}/{self.capacity} transitions, seq_len={self.seq_len}, "
+                f"batch_size={self.batch_size}, storage={self.storage_kind})")
