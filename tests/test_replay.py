@@ -1,0 +1,107 @@
+"""EpisodeReplay: contiguous windows, crossing episodes, never the write cursor, exact resume, disk."""
+import pytest
+import torch
+from tensordict import TensorDict
+
+from envs import EnvError, EpisodeReplay, make_env
+
+
+def rows(start, n, episode_len):
+    """n transitions with global ids start..start+n-1; an episode starts every `episode_len` ids."""
+    ids = torch.arange(start, start + n)
+    is_init = (ids % episode_len == 0)[:, None]
+    end = ((ids + 1) % episode_len == 0)[:, None]
+    return TensorDict({
+        "observation": ids[:, None].float().expand(n, 3).clone(), "action": ids.clone(), "is_init": is_init,
+        "next": {"reward": ids[:, None].float(), "terminated": end, "truncated": torch.zeros_like(end),
+                 "done": end, "observation": torch.zeros(n, 3)}}, [n])
+
+
+def assert_contiguous(batch):
+    a = batch["action"]
+    assert (a[:, 1:] - a[:, :-1] == 1).all(), a   # consecutive in write order, never newest->oldest
+
+
+def test_windows_contiguous_and_cross_episodes():
+    r = EpisodeReplay(100, 5, 64, seed=0)
+    r.extend(rows(0, 60, episode_len=2))            # 2-step episodes
+    assert len(r) == 60
+    b = r.sample()
+    assert b.batch_size == (64, 5)
+    assert_contiguous(b)
+    assert b["is_init"][:, 1:].any()                # windows cross episode boundaries
+    assert torch.equal(b["observation"][..., 0], b["action"].float())
+    assert torch.equal(b["next", "reward"][..., 0], b["action"].float())
+    # short episodes are usable: every row shows up in some window
+    seen = torch.cat([r.sample()["action"].reshape(-1) for _ in range(20)]).unique()
+    assert len(seen) == 60
+    # next observations are not stored
+    assert ("next", "observation") not in b.keys(True)
+    assert set(b["next"].keys()) == {"reward", "terminated", "truncated", "done"}
+
+
+def test_never_straddles_cursor_after_wraparound():
+    r = EpisodeReplay(10, 4, 256, seed=1)
+    r.extend(rows(0, 7, 3))
+    for i in range(7, 23):                           # single steps, batch []
+        r.extend(rows(i, 1, 3)[0])
+    assert len(r) == 10
+    b = r.sample()
+    assert_contiguous(b)
+    assert b["action"].min() >= 13 and b["action"].max() <= 22
+    starts = b["action"][:, 0].unique().tolist()
+    assert starts == list(range(13, 20))             # every valid start, none crossing the cursor
+
+
+def test_requires_seq_len_rows():
+    r = EpisodeReplay(10, 4, 2, seed=0)
+    r.extend(rows(0, 3, 3))
+    with pytest.raises(EnvError, match="holds 3 transitions but windows need seq_len=4"):
+        r.sample()
+    with pytest.raises(EnvError, match="larger than capacity"):
+        EpisodeReplay(3, 4, 2)
+    with pytest.raises(EnvError, match="lack next.reward"):
+        r.extend(TensorDict({"action": torch.zeros(2), "is_init": torch.zeros(2, 1, dtype=torch.bool)}, [2]))
+
+
+def test_state_roundtrip_exact(tmp_path):
+    r = EpisodeReplay(16, 4, 8, seed=3)
+    r.extend(rows(0, 21, 4))
+    r.sample()
+    path = tmp_path / "replay.pt"
+    torch.save(r.state_dict(), path)
+    expected = r.sample()
+    r2 = EpisodeReplay(16, 4, 8, seed=99)
+    r2.load_state_dict(torch.load(path, weights_only=True))
+    got = r2.sample()
+    assert len(r2) == 16 and (got == expected).all()
+    r.extend(rows(21, 3, 4))
+    r2.extend(rows(21, 3, 4))
+    assert (r.sample() == r2.sample()).all()          # the cursor was restored too
+    assert_contiguous(r2.sample())
+
+
+def test_disk_storage(tmp_path):
+    r = EpisodeReplay(12, 3, 4, storage="disk", scratch_dir=str(tmp_path / "replay"), seed=0)
+    r.extend(rows(0, 20, 5))
+    b = r.sample()
+    assert b.batch_size == (4, 3)
+    assert_contiguous(b)
+    assert r.memory_bytes() > 0
+    r.dumps(str(tmp_path / "state.pt"))
+    r2 = EpisodeReplay(12, 3, 4, storage="disk", scratch_dir=str(tmp_path / "replay2"), seed=5)
+    r2.loads(str(tmp_path / "state.pt"))
+    assert (r2.sample() == r.sample()).all()
+
+
+def test_real_env_rows():
+    env = make_env("MiniGrid-Empty-6x6-v0", seed=0)
+    r = EpisodeReplay(50, 4, 3, seed=0)
+    td = env.rollout(10, break_when_any_done=False)
+    r.extend(td)
+    b = r.sample()
+    assert b["pixels"].shape == (3, 4, 56, 56, 3) and b["pixels"].dtype == torch.uint8
+    assert b["mission"].shape == (3, 4, 16) and b["is_init"].shape == (3, 4, 1)
+    assert b["next", "reward"].shape == (3, 4, 1)
+    per_row = sum(v.numel() * v.element_size() for v in b[0, 0].values(True, True))
+    assert r.memory_bytes() == 50 * per_row
