@@ -32,6 +32,7 @@ class ActorCritic(AgentBase):
         actor_loss = -(weight * (logp * adv + cfg.entropy * entropy)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
+        self.sync_grads(self.actor)
         actor_gnorm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.actor_opt.step()
 

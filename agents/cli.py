@@ -100,7 +100,8 @@ def cmd_train(args) -> int:
     if args.dry_run:
         return _dry_run(cfg, run_dir)
     from .trainer import Trainer
-    os.makedirs(run_dir, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        os.makedirs(run_dir, exist_ok=True)
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
     summary = trainer.train()
     last = summary.get("last_eval", {})

@@ -119,6 +119,11 @@ class AgentBase(nn.Module):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=1e-5)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
         self.retnorm = ReturnNorm()
+        self.grad_sync = None             # set by the trainer under data parallelism
+
+    def sync_grads(self, module: nn.Module) -> None:
+        if self.grad_sync is not None:
+            self.grad_sync(module.parameters())
 
     def policy(self, feat):
         return self.actor(feat)
@@ -135,6 +140,7 @@ class AgentBase(nn.Module):
         loss = ((self.critic.twohot.loss(logits, returns) + self.critic.twohot.loss(logits, slow)) * weight).mean()
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.sync_grads(self.critic)
         gnorm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_clip)
         self.critic_opt.step()
         with torch.no_grad():

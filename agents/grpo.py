@@ -54,6 +54,7 @@ class GRPO(AgentBase):
                 loss = loss + cfg.kl_coef * (weight * kl).sum() / weight.sum().clamp(min=1)
             self.actor_opt.zero_grad(set_to_none=True)
             loss.backward()
+            self.sync_grads(self.actor)
             gnorm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
             self.actor_opt.step()
         with torch.no_grad():

@@ -13,7 +13,7 @@ from quatrix_world.config import config_from_yaml_text
 from quatrix_world.world import QuatrixWorld
 
 from .common import build_agent
-from .trainer import Actor, _frame, build_env, check_compatible, env_specs
+from .trainer import OnlinePolicy, _frame, build_env, check_compatible, env_specs
 
 
 class LoadedRun:
@@ -40,7 +40,7 @@ class LoadedRun:
     @torch.no_grad()
     def episode(self, seed: int, deterministic: bool = False, max_steps: int | None = None):
         """One real episode -> dict(obs list, actions, rewards, frames, return)."""
-        actor = Actor(self.world, self.agent, window=self.cfg.trainer.seq_len - 1)
+        actor = OnlinePolicy(self.world, self.agent, window=self.cfg.trainer.seq_len - 1)
         self.env.set_seed(seed)
         td = self.env.reset()
         out = {"obs": [], "actions": [], "rewards": [], "is_init": [], "frames": []}

@@ -35,6 +35,7 @@ from quatrix_world.encoders import describe_action, describe_obs
 from quatrix_world.latents import mode_onehot
 from quatrix_world.world import QuatrixWorld
 
+from . import distributed
 from .common import build_agent
 
 ROW_KEYS_NEXT = [("next", "reward"), ("next", "terminated"), ("next", "truncated"), ("next", "done")]
@@ -90,7 +91,7 @@ def _spec_entry(spec) -> dict:
     return {"shape": list(spec.shape), "dtype": dtype, "vocab": vocab}
 
 
-class Actor:
+class OnlinePolicy:
     """Runs the world model on the real episode so far and asks the agent for an action.
 
     Features match training: the core sees the last `window` (z, a) tokens with positions from 0,
@@ -134,19 +135,26 @@ class Trainer:
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
+        self.rank, self.world_size = distributed.setup(cfg.run.device)
+        self.is_main = self.rank == 0
         seed_everything(cfg.seed)
-        self.env = build_env(cfg, cfg.seed)
+        self.env = build_env(cfg, cfg.seed + 7919 * self.rank)
         self.obs_desc, self.act_desc = env_specs(self.env)
         self.obs_keys = list(self.obs_desc)
         self.world = QuatrixWorld(cfg.world, self.obs_desc, self.act_desc)
         self.agent = build_agent(cfg.agent, self.world.feat_dim, self.world.act_desc)
+        if self.world_size > 1:           # same weights everywhere, different data per rank
+            distributed.broadcast_module(self.world)
+            distributed.broadcast_module(self.agent)
+            self.agent.grad_sync = distributed.average_gradients
+            seed_everything(cfg.seed + 7919 * self.rank)
         self.world_opt = torch.optim.Adam(self.world.parameters(), lr=cfg.trainer.world_lr, eps=1e-8)
         t = cfg.trainer
         self.replay = EpisodeReplay(t.replay_capacity, t.seq_len, t.batch_size, storage=t.replay_storage,
                                     scratch_dir=os.path.join(run_dir, "replay") if t.replay_storage == "disk" else None,
-                                    seed=cfg.seed)
-        self.actor = Actor(self.world, self.agent, window=t.seq_len - 1)
-        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+                                    seed=cfg.seed + 7919 * self.rank)
+        self.actor = OnlinePolicy(self.world, self.agent, window=t.seq_len - 1)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * self.rank)
         # counters (all restored on resume)
         self.step = 0              # env steps taken
         self.updates = 0           # gradient steps taken
@@ -158,15 +166,16 @@ class Trainer:
         self.ep_return, self.ep_len = 0.0, 0
         self.eval_history: list[dict] = []
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
-        os.makedirs(self.ckpt_dir, exist_ok=True)
-        os.makedirs(os.path.join(run_dir, "videos"), exist_ok=True)
+        self.metrics_path = os.path.join(run_dir, "metrics.csv")
         if resume:
             self.load(os.path.join(self.ckpt_dir, "latest.pt"))
-        else:
-            with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-                f.write(to_yaml(cfg))
-        self.metrics_path = os.path.join(run_dir, "metrics.csv")
-        self._truncate_metrics()
+        if self.is_main:                  # rank 0 alone writes files
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            os.makedirs(os.path.join(run_dir, "videos"), exist_ok=True)
+            if not resume:
+                with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+                    f.write(to_yaml(cfg))
+            self._truncate_metrics()
         self._tb = None
 
     # ------------------------------------------------------------------ the loop
@@ -206,7 +215,7 @@ class Trainer:
                     td = self._start_episode()
                 self.wall = time.time() - start_wall
                 # 3. evaluate, checkpoint
-                if self.step % t.eval_every == 0 or self.step == t.total_steps:
+                if self.is_main and (self.step % t.eval_every == 0 or self.step == t.total_steps):
                     self.evaluate()
                 if self.step % t.checkpoint_every == 0 or self.step == t.total_steps:
                     self.save(os.path.join(self.ckpt_dir, "latest.pt"))
@@ -224,6 +233,11 @@ class Trainer:
                 signal.signal(sig, handler)
             if bar is not None:
                 bar.close()
+            if self.world_size > 1 and not interrupted:
+                diff = distributed.max_param_difference(self.world) + distributed.max_param_difference(self.agent)
+                self._log({"dist/max_param_diff": diff})
+                if self.is_main:
+                    print(f"data parallel: {self.world_size} ranks, max weight difference across ranks {diff:.3g}")
             if self._tb is not None:
                 self._tb.close()
         summary = {"step": self.step, "updates": self.updates, "episodes": self.episodes,
@@ -241,7 +255,7 @@ class Trainer:
         self._stop = True
 
     def _episode_seed(self, index: int) -> int:
-        return self.cfg.seed * 1_000_003 + index
+        return (self.cfg.seed + 7919 * self.rank) * 1_000_003 + index
 
     def _start_episode(self, replay_actions=None) -> TensorDict:
         """Reset with a seed derived from the episode index; optionally replay actions (resume)."""
@@ -291,9 +305,10 @@ class Trainer:
         self.world.train()
         loss, metrics, aux = self.world.loss(batch)
         self.world_opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not distributed.all_ranks_agree(bool(torch.isfinite(loss))):
             return self._skip_update("world model", metrics)
         loss.backward()
+        distributed.average_gradients(self.world.parameters())
         gnorm = nn.utils.clip_grad_norm_(self.world.parameters(), cfg.trainer.world_grad_clip)
         if not torch.isfinite(gnorm):
             self.world_opt.zero_grad(set_to_none=True)
@@ -303,7 +318,8 @@ class Trainer:
 
         state = self._start_states(aux, self.world.unpack(batch, need_targets=False))
         agent_metrics = self.agent.update(self.world, state)
-        if not all(torch.isfinite(torch.as_tensor(v)).all() for v in agent_metrics.values()):
+        finite = all(torch.isfinite(torch.as_tensor(v)).all() for v in agent_metrics.values())
+        if not distributed.all_ranks_agree(bool(finite)):
             return self._skip_update("agent", agent_metrics)
         self.nonfinite = 0
         self.updates += 1
@@ -340,7 +356,7 @@ class Trainer:
     @torch.no_grad()
     def run_episodes(self, n: int, deterministic: bool, seed_base: int, collect_frames: bool = False):
         env = self.eval_env
-        actor = Actor(self.world, self.agent, window=self.cfg.trainer.seq_len - 1)
+        actor = OnlinePolicy(self.world, self.agent, window=self.cfg.trainer.seq_len - 1)
         returns, frames = [], []
         for i in range(n):
             env.set_seed(seed_base + i)
@@ -407,7 +423,7 @@ class Trainer:
         return self._tb
 
     def _log(self, metrics: dict) -> None:
-        if not metrics:
+        if not metrics or not self.is_main:
             return
         is_train = any(k.startswith("loss/") for k in metrics)
         if is_train and self.updates % max(1, int(self.cfg.trainer.log_every * self.cfg.trainer.replay_ratio)) != 0:
@@ -477,6 +493,8 @@ class Trainer:
         }
 
     def save(self, path: str) -> None:
+        if not self.is_main:
+            return
         save_checkpoint(path, config_yaml=to_yaml(self.cfg), spec=self.world.spec_dict(), state=self.state())
 
     def load(self, path: str) -> None:
