@@ -132,7 +132,10 @@ def _episode_limit(env: gym.Env):
             return int(e._max_episode_steps)
         e = getattr(e, "env", None)
     spec = getattr(env, "spec", None)
-    return getattr(spec, "max_episode_steps", None) if spec is not None else None
+    limit = getattr(spec, "max_episode_steps", None) if spec is not None else None
+    if limit is None:   # MiniGrid truncates internally at unwrapped.max_steps
+        limit = getattr(env.unwrapped, "max_steps", None)
+    return int(limit) if isinstance(limit, (int, np.integer)) else None
 
 
 # ----------------------------------------------------------------------------- the torchrl env
@@ -162,6 +165,14 @@ def _obs_spec(space: spaces.Box, kind: str):
     if kind in ("image", "tokens"):
         return Bounded(low=int(np.min(space.low)), high=int(np.max(space.high)), shape=space.shape, dtype=dtype)
     return Unbounded(shape=space.shape, dtype=dtype)
+
+
+def _td(d: dict) -> TensorDict:
+    """A TensorDict of our own (already checked) tensors without tensordict's per-entry validation."""
+    new_unsafe = getattr(TensorDict, "_new_unsafe", None)
+    if new_unsafe is not None:
+        return new_unsafe(d, batch_size=torch.Size(()), device=None)
+    return TensorDict(d, batch_size=())
 
 
 class QuatrixEnv(EnvBase):
@@ -216,7 +227,7 @@ class QuatrixEnv(EnvBase):
         out["done"] = self._false.clone()
         out["terminated"] = self._false.clone()
         out["truncated"] = self._false.clone()
-        return TensorDict(out, batch_size=())
+        return _td(out)
 
     def _step(self, tensordict: TensorDictBase):
         action = self._to_np(tensordict.get("action"))
@@ -238,7 +249,7 @@ class QuatrixEnv(EnvBase):
         out["terminated"] = self._true.clone() if term else self._false.clone()
         out["truncated"] = self._true.clone() if trunc else self._false.clone()
         out["done"] = self._true.clone() if (term or trunc) else self._false.clone()
-        return TensorDict(out, batch_size=())
+        return _td(out)
 
     # -- extras
     def render_frame(self) -> np.ndarray:

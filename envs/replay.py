@@ -14,7 +14,9 @@ row's observations), which halves memory.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +28,20 @@ from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
 from .errors import EnvError
+
+@contextlib.contextmanager
+def _quiet_torchrl(active: bool):
+    """Hide torchrl's INFO line when a lazy storage initialises (it goes to stdout)."""
+    log = logging.getLogger("torchrl")
+    old = log.level
+    if active:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        if active:
+            log.setLevel(old)
+
 
 NEXT_KEYS = ("reward", "terminated", "truncated", "done")
 ROOT_SKIP = ("next", "done", "terminated", "truncated")
@@ -151,7 +167,8 @@ class EpisodeReplay:
         rows = self._rows(td)
         if self.device.type != "cpu" or self.storage_kind == "memory":
             rows = rows.to(self.buffer._storage.device if self.storage_kind == "memory" else "cpu")
-        self.buffer.extend(rows)
+        with _quiet_torchrl(not getattr(self.buffer._storage, "initialized", True)):
+            self.buffer.extend(rows)
 
     add = extend
 
@@ -194,7 +211,8 @@ class EpisodeReplay:
         self.buffer.empty()
         if n:
             rows = TensorDict.from_dict(state["rows"], batch_size=[n], auto_batch_size=False)
-            self.buffer._storage.set(torch.arange(n), rows.to(self.buffer._storage.device))
+            with _quiet_torchrl(True):
+                self.buffer._storage.set(torch.arange(n), rows.to(self.buffer._storage.device))
         self._writer._cursor = int(state["cursor"])
         self._writer._write_count = int(state["write_count"])
         self._keys = list(state["keys"]) or None

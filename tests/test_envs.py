@@ -77,6 +77,21 @@ def test_minigrid_pixels_and_mission():
     full = make_env("MiniGrid-Empty-6x6-v0", seed=0, full_view=True, tile_size=4)
     assert full.reset()["pixels"].shape == (24, 24, 3)
     assert envs.render_frame(env).shape[-1] == 3
+    assert env.quatrix_info["max_episode_steps"] == 4 * 6 * 6       # MiniGrid's own limit
+
+
+def test_render_frame():
+    env = make_env("QuatrixWorld/ListenCorridor-v0", seed=0)
+    env.reset()
+    frame = env.render_frame()
+    assert frame.dtype == np.uint8 and frame.shape == (8, 56, 3)
+    env = make_env("test_envs_helpers:ChannelsFirst", seed=0)    # no render(): falls back to pixels
+    env.reset()
+    assert envs.render_frame(env).shape == (8, 10, 3)
+    env = make_env("test_envs_helpers:Corridor", seed=0)
+    env.reset()
+    with pytest.raises(EnvError, match="cannot render"):
+        env.render_frame()
 
 
 def test_minigrid_mission_changes_per_episode():
