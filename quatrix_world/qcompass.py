@@ -12,7 +12,8 @@
 
 Two paths compute the same function:
   * ``reference=True``: the readable three lines above in plain torch (the truth the tests use);
-  * default: ``F.scaled_dot_product_attention``. On CPU, SDPA with a query/key head dim
+  * default: the same plain matmuls for short work (T <= 16 queries, e.g. decoding, or T*S <= 128^2,
+    where they are faster on CPU), else ``F.scaled_dot_product_attention``. On CPU, SDPA with a query/key head dim
     (r_head, e.g. 8) different from the value head dim (e.g. 64) falls off the fused flash kernel
     into a slow unfused path (~4x slower fwd at L=1024). Zero-padding state and action up to the
     value head dim leaves every score unchanged (the extra coordinates contribute 0 to the dot
@@ -208,7 +209,8 @@ def _build_mask(attn_mask: Optional[torch.Tensor], causal: bool, T: int, S: int,
     return mask
 
 
-def _attend(q, k, v, mask, causal_plain: bool, scale: float, dropout_p: float, reference: bool):
+def _attend(q, k, v, mask, causal_plain: bool, scale: float, dropout_p: float, reference: bool,
+            pad: bool = True):
     """softmax(q k^T * scale + mask) v for [B, h, T, dq] / [B, h, S, dq] / [B, h, S, dv].
 
     ``causal_plain``: no explicit mask and T == S causal (lets SDPA use is_causal). Rows that may
@@ -234,14 +236,14 @@ def _attend(q, k, v, mask, causal_plain: bool, scale: float, dropout_p: float, r
         out = probs @ v
     else:
         dq, dv = q.shape[-1], v.shape[-1]
-        if dq < dv:    # keep CPU flash kernel: equal head dims; zero coords leave scores unchanged
+        if pad and dq < dv:    # keep CPU flash kernel: equal head dims; zero coords leave scores unchanged
             q = F.pad(q, (0, dv - dq))
             k = F.pad(k, (0, dv - dq))
-        elif dv < dq:
+        elif pad and dv < dq:
             v = F.pad(v, (0, dq - dv))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                              is_causal=causal_plain, scale=scale)
-        if dv < dq:
+        if out.shape[-1] != dv:
             out = out[..., :dv]
     if empty_rows is not None:
         out = out.masked_fill(empty_rows, 0.0)
@@ -257,7 +259,10 @@ def _mix(module, x, attn_mask, cache, reference, q, k, v):
     causal_plain = module.causal and attn_mask is None and S == T and T > 1
     mask = None if causal_plain else _build_mask(attn_mask, module.causal, T, S, x.device, x.shape[0])
     p = module.dropout if module.training else 0.0
-    return _attend(q, k, v, mask, causal_plain, module.scale, p, reference)
+    # Short work (decoding steps, short sequences): plain matmuls beat SDPA's flash kernel on CPU
+    # (T=1 over 256 cached keys: ~5x; L<=128 training: ~7%); longer: padded flash SDPA wins.
+    matmul = reference or T <= module.matmul_max_queries or T * S <= module.matmul_max_area
+    return _attend(q, k, v, mask, causal_plain, module.scale, p, matmul, module.pad_qk)
 
 
 # ----------------------------------------------------------------------------- Q-Compass
@@ -270,6 +275,10 @@ class QCompass(nn.Module):
                  ANDed with the causal mask when causal.
       cache:     KVCache, appended in place with the new tokens before they attend.
     """
+
+    pad_qk = True    # fast path zero-pads head dims to match (set False only to benchmark the slow path)
+    matmul_max_queries = 16       # fast path uses plain matmuls when T <= this ...
+    matmul_max_area = 128 * 128   # ... or T * S <= this (measured on CPU, bench/mixer.py); else SDPA
 
     def __init__(self, hidden_size: int, q_rank: int, num_heads: int = 1, dropout: float = 0.0,
                  compressed: bool = False, bias: bool = False, causal: bool = True,
@@ -342,6 +351,10 @@ class MHA(nn.Module):
 
     Cache holds k (as ``action``) and v (as ``content``): 2H floats per token.
     """
+
+    pad_qk = True
+    matmul_max_queries = QCompass.matmul_max_queries
+    matmul_max_area = QCompass.matmul_max_area
 
     def __init__(self, hidden_size: int, num_heads: int = 1, dropout: float = 0.0, bias: bool = False,
                  causal: bool = True, max_seq_len: Optional[int] = None, q_rank: Optional[int] = None,

@@ -33,6 +33,27 @@ def episode_mask(batch, length, starts):
 KINDS = ["plain", "compressed", "mha"]
 
 
+@pytest.fixture(autouse=True, params=["auto", "sdpa"])
+def attention_path(request, monkeypatch):
+    """Run every test twice: the default dispatch (plain matmuls for these short sequences) and
+    forced SDPA (what long sequences use), so the fast SDPA path is checked at small sizes too."""
+    if request.param == "sdpa":
+        for cls in (QCompass, MHA):
+            monkeypatch.setattr(cls, "matmul_max_queries", 0)
+            monkeypatch.setattr(cls, "matmul_max_area", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_long_sequence_fast_path_equals_reference(kind):
+    """T*T above the matmul threshold: the default dispatch takes SDPA."""
+    m = make(kind, 2, H=16, R=8)
+    x = torch.randn(2, 131, 16)
+    mask = episode_mask(2, 131, [[40], [7, 100]])
+    assert torch.allclose(m(x, attn_mask=mask), m(x, attn_mask=mask, reference=True), atol=ATOL)
+    assert torch.allclose(m(x), m(x, reference=True), atol=ATOL)
+
+
 # ----------------------------------------------------------------------------- params / errors
 
 def test_param_counts_match_quatrix_readme():
