@@ -122,9 +122,9 @@ def open_loop(run: LoadedRun, seed: int, context: int = 4):
     n = len(ep["actions"])
     k = min(context, n)
     state = run.world.observe(_batch(ep, k, run.world), sample=False)
-    Z = run.world.z_dim
+    end = min(n, k - 1 + run.cfg.world.max_seq_len - state["pos"])    # positions the core can imagine
     real, imag, rhat = [], [], []
-    for t in range(k - 1, n):
+    for t in range(k - 1, end):
         real.append(ep["frames"][t])
         imag.append(run.world.decode(state["z"], state["h"])[key][0].numpy())
         state = run.world.step(state, ep["actions"][t][None])

@@ -225,9 +225,9 @@ class Trainer:
             interrupted = True
             signal.signal(signal.SIGINT, signal.SIG_DFL)     # a second Ctrl-C kills at once
             self.save(os.path.join(self.ckpt_dir, "latest.pt"))
-            if not self.quiet:
-                print(f"\ninterrupted at step {self.step}: checkpoint written to {self.ckpt_dir}/latest.pt "
-                      f"(continue with --resume {self.run_dir})")
+            if self.is_main:
+                print(f"interrupted at step {self.step}: checkpoint written to {self.ckpt_dir}/latest.pt "
+                      f"(continue with --resume {self.run_dir})", flush=True)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

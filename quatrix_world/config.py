@@ -61,7 +61,7 @@ class QuatrixConfig:
 @dataclass
 class EncoderConfig:
     """Sizes of the per-key observation encoders inside the world model."""
-    hidden_size: int = 128           # width of every encoder's output and of the vector MLPs
+    hidden_size: int = 64            # width of every encoder's output and of the vector MLPs
     q_rank: int = 16
     num_heads: int = 2
     image_layers: int = 1
@@ -77,10 +77,10 @@ class WorldConfig:
     latent_groups: int = 32
     latent_classes: int = 32
     unimix: float = 0.01
-    hidden_size: int = 256           # dynamics core width
+    hidden_size: int = 128           # dynamics core width
     num_layers: int = 2
-    q_rank: int = 32
-    num_heads: int = 4
+    q_rank: int = 16
+    num_heads: int = 2
     mixer: str = "qcompass"          # qcompass | mha
     compressed: bool = False
     dropout: float = 0.0
@@ -131,8 +131,8 @@ class TrainerConfig:
     total_steps: int = 100_000
     prefill: int = 1000
     batch_size: int = 16
-    seq_len: int = 64
-    replay_capacity: int = 200_000
+    seq_len: int = 32
+    replay_capacity: int = 100_000
     replay_storage: str = "memory"   # memory | disk
     replay_ratio: float = 0.1        # gradient steps per env step
     world_lr: float = 1e-4
@@ -151,7 +151,7 @@ class RunConfig:
     name: str = "run"
     dir: str = "runs"
     device: str = "cpu"
-    threads: int = 0                 # 0 = torch default
+    threads: int = 1                 # 0 = torch default; small models are fastest single-threaded
 
 
 @dataclass
