@@ -21,6 +21,8 @@ class LoadedRun:
         ck = load_checkpoint(checkpoint)
         self.path = ck["path"]
         self.cfg = config_from_yaml_text(ck["config"])
+        if self.cfg.run.threads:
+            torch.set_num_threads(self.cfg.run.threads)
         self.env = build_env(self.cfg, self.cfg.seed + 20_000 if seed is None else seed)
         obs_desc, act_desc = env_specs(self.env)
         check_compatible(ck, self.cfg, {"obs": obs_desc, "action": act_desc})
