@@ -5,9 +5,17 @@ import pytest
 import torch
 
 import quatrix_world
-from quatrix_world import (KVCache, LayerCaches, MHA, QCompass, QCompassBi, QuatrixAudio, QuatrixBlock,
-                           QuatrixConfig, QuatrixLM, QuatrixStack, QuatrixVision)
+from quatrix_world import LayerCaches, QCompass, QuatrixAudio, QuatrixConfig, QuatrixLM, QuatrixVision
 from quatrix_world.audio import log_mel_spectrogram, mel_center_frequencies, mel_filterbank
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is fastest and immune to OpenMP spin-waits on a busy machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def small_cfg(**kw):

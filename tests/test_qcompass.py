@@ -10,6 +10,15 @@ B, T, H, R = 3, 7, 24, 12       # distinct sizes so broadcasting bugs show
 ATOL = 1e-5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is fastest and immune to OpenMP spin-waits on a busy machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def nparams(m):
     return sum(p.numel() for p in m.parameters())
 
