@@ -251,6 +251,11 @@ def _coerce(key: str, value: Any, tp) -> Any:
         return _coerce(key, value, args[0])
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)      # YAML 1.1 reads 3e-4 (no dot) as a string
+        except ValueError:
+            pass
     if tp is int and isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
         return int(value)    # 1e5 in YAML
     expected = {int: int, float: float, bool: bool, str: str, dict: dict, list: list}.get(tp, tp)

@@ -9,7 +9,7 @@ def test_layering_and_overrides(tmp_path):
     b = tmp_path / "b.yaml"
     a.write_text("trainer:\n  batch_size: 8\n  seq_len: 32\nagent:\n  kind: grpo\n")
     b.write_text("trainer:\n  batch_size: 12\n")
-    cfg = load_config([str(a), str(b)], ["trainer.seq_len=24", "agent.lr=0.001", "world.encoder.kinds={pixels: image}"])
+    cfg = load_config([str(a), str(b)], ["trainer.seq_len=24", "agent.lr=1e-3", "world.encoder.kinds={pixels: image}"])
     assert cfg.trainer.batch_size == 12          # later file wins
     assert cfg.trainer.seq_len == 24             # --set wins over files
     assert cfg.agent.kind == "grpo"              # untouched keys survive layering
