@@ -3,7 +3,8 @@
 From each start state, branch G rollouts through the same KV cache (`world.imagine(...,
 group_size=G)`), score each by its discounted imagined return (optionally bootstrapped by the
 critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
-that rollout. Then a PPO-style clipped ratio loss for a few epochs, an entropy bonus, an optional
+that rollout (the std has a floor, `agent.grpo_std_floor`, so prediction noise is not amplified
+into unit-size advantages). Then a PPO-style clipped ratio loss for a few epochs, an entropy bonus, an optional
 KL to a slow reference policy, and steps after a predicted termination masked by the continue
 probability. The critic (same as actor-critic's) is trained on λ-returns; it only serves the
 bootstrap.
@@ -38,7 +39,9 @@ class GRPO(AgentBase):
             if cfg.bootstrap:
                 score = score + cfg.discount ** H * weight[:, -1] * traj["cont"][:, -1] * next_value[:, -1]
             grouped = score.reshape(N, G)
-            adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-6)
+            # std_floor: imagined returns are continuous and a little noisy; without a floor, groups
+            # whose rollouts differ only by prediction noise (1e-6) would get unit-size advantages.
+            adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + cfg.grpo_std_floor)
             adv = adv.reshape(N * G, 1).expand(-1, H)
             returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
 

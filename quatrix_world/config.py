@@ -124,6 +124,7 @@ class AgentConfig:
     kl_coef: float = 0.0
     bootstrap: bool = True
     grpo_entropy: float = 1e-3
+    grpo_std_floor: float = 0.05     # added to the group std: differences below it are noise
 
 
 @dataclass
