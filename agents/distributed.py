@@ -63,6 +63,15 @@ def all_ranks_agree(flag: bool) -> bool:
     return bool(t.item())
 
 
+def broadcast_flag(flag: bool) -> bool:
+    """Rank 0's `flag` on every rank (e.g. 'evaluation reached the target, stop')."""
+    if not active():
+        return flag
+    t = torch.tensor([1 if flag else 0])
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
 def max_param_difference(module: torch.nn.Module) -> float:
     """Largest |w_rank - w_rank0| over all parameters: 0.0 when data parallelism kept them equal."""
     if not active():

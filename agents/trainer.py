@@ -215,8 +215,16 @@ class Trainer:
                     td = self._start_episode()
                 self.wall = time.time() - start_wall
                 # 3. evaluate, checkpoint
+                reached = False
                 if self.is_main and (self.step % t.eval_every == 0 or self.step == t.total_steps):
-                    self.evaluate()
+                    row = self.evaluate()
+                    reached = t.target_return is not None and max(
+                        row["eval/return"], row["eval/return_sampled"]) >= t.target_return
+                if self.world_size > 1:
+                    reached = distributed.broadcast_flag(reached)
+                if reached:
+                    self.save(os.path.join(self.ckpt_dir, "latest.pt"))
+                    break
                 if self.step % t.checkpoint_every == 0 or self.step == t.total_steps:
                     self.save(os.path.join(self.ckpt_dir, "latest.pt"))
                 if bar is not None:

@@ -3,7 +3,9 @@
     python bench/learning.py --env minigrid_empty --agent actor_critic --seeds 0 1 2
     python bench/learning.py --quick            # one tiny run, checks the plumbing
 
-Runs the real trainer in-process per (config, agent, seed), reads its evaluation history, and
+Runs the real trainer in-process per (config, agent, seed) with the shipped config and the same
+protocol for all (evaluate every 1000 env steps on 20 fresh episodes, sampled and deterministic,
+score = the better mean; stop once the threshold is reached), reads its evaluation history, and
 merges per-seed results into bench/results/learning.json:
     {config: {agent: {seed: {steps_to_threshold, seconds_to_threshold, final_return, history}}}}
 """
@@ -32,8 +34,9 @@ def first_crossing(history: list[dict], threshold: float):
 
 
 def run_one(config: str, agent: str, seed: int, extra: list[str], run_root: str) -> dict:
+    protocol = [f"trainer.target_return={THRESHOLDS[config]}", "trainer.eval_every=1000", "trainer.eval_episodes=20"]
     cfg = load_config(["default.yaml", f"{config}.yaml"], [f"agent.kind={agent}", f"seed={seed}",
-                                                           "trainer.progress=false", *extra])
+                                                           "trainer.progress=false", *protocol, *extra])
     run_dir = os.path.join(run_root, f"{config}-{agent}-{seed}")
     os.makedirs(run_dir, exist_ok=True)
     t0 = time.time()
