@@ -13,7 +13,7 @@ from quatrix_world.config import config_from_yaml_text
 from quatrix_world.world import QuatrixWorld
 
 from .common import build_agent
-from .trainer import OnlinePolicy, _frame, build_env, check_compatible, env_specs
+from .trainer import OnlinePolicy, build_env, check_compatible, env_specs, frame_of
 
 
 class LoadedRun:
@@ -50,7 +50,9 @@ class LoadedRun:
         while not done and (max_steps is None or len(out["actions"]) < max_steps):
             obs = {k: td[k] for k in self.obs_keys}
             out["obs"].append(obs)
-            out["frames"].append(_render(obs, self.world.obs_desc))
+            frame = frame_of(self.env, obs, self.world.obs_desc)
+            if frame is not None:
+                out["frames"].append(frame)
             a = actor.act(obs, deterministic)
             td["action"] = a.to(self.env.action_spec.dtype).reshape(self.env.action_spec.shape)
             td = self.env.step(td)
@@ -61,13 +63,6 @@ class LoadedRun:
             td = step_mdp(td, exclude_action=True)
         out["return"] = float(sum(out["rewards"]))
         return out
-
-
-def _render(obs: dict, desc: dict) -> np.ndarray:
-    try:
-        return _frame(obs, desc)
-    except ValueError:
-        return np.zeros((8, 8, 3), dtype=np.uint8)
 
 
 def evaluate(run: LoadedRun, episodes: int, deterministic: bool) -> dict:

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from tensordict import TensorDict
 
-from envs import EpisodeReplay, make_env
+from envs import EpisodeReplay, make_env, render_frame
 from quatrix_world.checkpoint import (CheckpointError, first_difference, load_checkpoint,
                                       save_checkpoint)
 from quatrix_world.config import Config, config_from_yaml_text, to_yaml
@@ -218,8 +218,7 @@ class Trainer:
                 reached = False
                 if self.is_main and (self.step % t.eval_every == 0 or self.step == t.total_steps):
                     row = self.evaluate()
-                    reached = t.target_return is not None and max(
-                        row["eval/return"], row["eval/return_sampled"]) >= t.target_return
+                    reached = t.target_return is not None and row["eval/return_sampled"] >= t.target_return
                 if self.world_size > 1:
                     reached = distributed.broadcast_flag(reached)
                 if reached:
@@ -374,7 +373,9 @@ class Trainer:
             while not done:
                 obs = {k: td[k] for k in self.obs_keys}
                 if collect_frames and i == 0:
-                    frames.append(_frame(obs, self.obs_desc))
+                    frame = frame_of(env, obs, self.obs_desc)
+                    if frame is not None:
+                        frames.append(frame)
                 a = actor.act(obs, deterministic)
                 td["action"] = a.to(env.action_spec.dtype).reshape(env.action_spec.shape)
                 td = env.step(td)
@@ -538,10 +539,14 @@ def check_compatible(ck: dict, cfg: Config, spec: dict) -> None:
                                   "load it with the config it was trained with (its run's config.yaml)")
 
 
-def _frame(obs: dict, desc: dict) -> np.ndarray:
+def frame_of(env, obs: dict, desc: dict):
+    """An RGB frame for videos: the image observation, else env.render(), else None."""
     for k, d in desc.items():
         if d["kind"] == "image":
             return obs[k].cpu().numpy()
-    raise ValueError("no image observation to render")
+    try:
+        return render_frame(env)
+    except Exception:           # vector-only env without an rgb_array renderer: no video
+        return None
 
 

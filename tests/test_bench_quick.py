@@ -1,0 +1,38 @@
+"""The benchmarks' --quick modes run end to end and write sane result files (no timing asserts)."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+ENV = dict(os.environ, PYTHONWARNINGS="ignore")
+
+
+def run(*args):
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_vs_ppo_quick(tmp_path):
+    run("bench/vs_ppo.py", "--quick", "--results", str(tmp_path))
+    res = json.loads((tmp_path / "vs_ppo_quick.json").read_text())["envs"]["CartPole-v1"]
+    assert set(res) == {"ppo", "actor_critic", "grpo"}
+    for method, r in res.items():
+        assert r["seeds"] == 1 and 0 <= r["solved_seeds"] <= 1
+        assert math.isfinite(r["final_return_mean"]) and r["final_return_mean"] > 0
+        assert (tmp_path / "runs_quick" / method / "CartPole-v1" / "0.csv").is_file()
+    assert (tmp_path / "vs_ppo_cartpole_quick.png").stat().st_size > 0
+
+
+def test_ablation_and_learning_quick(tmp_path):
+    out = tmp_path / "ablation.json"
+    run("bench/ablation.py", "--quick", "--out", str(out), "--mixers", "qcompass", "mha")
+    res = json.loads((tmp_path / "ablation_quick.json").read_text())["debug"]
+    assert res["qcompass"]["0"]["core_params"] < res["mha"]["0"]["core_params"]
+    assert res["qcompass"]["0"]["cache_bytes_per_token"] < res["mha"]["0"]["cache_bytes_per_token"]
+    assert res["mha"]["0"]["world_loss"], "world-model losses were logged"
+    out = tmp_path / "learning.json"
+    run("bench/learning.py", "--quick", "--out", str(out), "--runs", str(tmp_path / "runs"))
+    r = json.loads(out.read_text())["debug"]["actor_critic"]["0"]
+    assert r["history"] and r["total_steps"] == 300
