@@ -184,6 +184,7 @@ _CHOICES = {
     "world.mixer": ("qcompass", "mha"),
     "model.mixer": ("qcompass", "mha"),
     "trainer.replay_storage": ("memory", "disk"),
+    "run.device": ("cpu",),          # the trainer is CPU-only in this version
 }
 
 
