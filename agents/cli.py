@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _positive(name: str, value: int) -> None:
     if value <= 0:
-        raise ValueError(f"--{name} must be > 0, got {value}")
+        raise ValueError(f"--{name} must be > 0, got {value} — pass a positive number, e.g. --{name} 1")
 
 
 def _out_path(path: str) -> str:
@@ -104,6 +104,8 @@ def cmd_train(args) -> int:
         os.makedirs(run_dir, exist_ok=True)
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
     summary = trainer.train()
+    if not trainer.is_main:          # data parallel: rank 0 reports for all (other ranks do not evaluate)
+        return 0
     last = summary.get("last_eval", {})
     print(f"done: {summary['step']} env steps, {summary['updates']} updates, "
           f"eval return {last.get('eval/return', float('nan')):.3f} "
@@ -195,7 +197,24 @@ def user_errors() -> tuple:
     from quatrix_world.config import ConfigError
     from quatrix_world.encoders import SpecError
     from .trainer import TrainingError
-    return (ConfigError, EnvError, CheckpointError, SpecError, TrainingError, ValueError, FileNotFoundError)
+    return (ConfigError, EnvError, CheckpointError, SpecError, TrainingError, ValueError, OSError)
+
+
+def _message(e: BaseException) -> str:
+    """The one-line `error:` text for a user error."""
+    if isinstance(e, OSError) and e.strerror:          # disk full, permission denied, missing path…
+        where = f" '{e.filename}'" if e.filename else ""
+        return f"{e.strerror}{where} — check the path, its permissions and the free disk space"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _cwd_importable() -> None:
+    """`--set env.id=my_envs:MyEnv` / `env-check my_envs:MyEnv` find modules in the current directory,
+    as under `python -m`; the console script alone does not put it on sys.path. Appended, so it never
+    shadows an installed package."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
 
 
 def main(argv=None) -> int:
@@ -205,10 +224,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    _cwd_importable()
     handlers = {"train": cmd_train, "eval": cmd_eval, "imagine": cmd_imagine, "record": cmd_record,
                 "env-check": cmd_env_check}
+    errors = user_errors()
     try:
-        errors = user_errors()
         return handlers[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -216,8 +236,7 @@ def main(argv=None) -> int:
     except errors as e:
         if os.environ.get("QUATRIX_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {_message(e)}", file=sys.stderr)
         return 2
 
 
