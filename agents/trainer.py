@@ -151,7 +151,8 @@ class Trainer:
         self.world_opt = torch.optim.Adam(self.world.parameters(), lr=cfg.trainer.world_lr, eps=1e-8)
         t = cfg.trainer
         self.replay = EpisodeReplay(t.replay_capacity, t.seq_len, t.batch_size, storage=t.replay_storage,
-                                    scratch_dir=os.path.join(run_dir, "replay") if t.replay_storage == "disk" else None,
+                                    scratch_dir=os.path.join(run_dir, "replay")
+                                    if t.replay_storage == "disk" and self.is_main else None,   # others: private tmp
                                     seed=cfg.seed + 7919 * self.rank)
         self.actor = OnlinePolicy(self.world, self.agent, window=t.seq_len - 1)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * self.rank)

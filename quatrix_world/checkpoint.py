@@ -26,6 +26,7 @@ def atomic_save(obj, path: str) -> None:
         raise CheckpointError(f"directory '{directory}' does not exist — create it or choose another path")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
     try:
+        os.chmod(tmp, 0o644)            # mkstemp makes 0600; a checkpoint is an ordinary file
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -70,7 +71,8 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(f"refused to load '{path}': it is not a plain-tensor checkpoint ({first[:120]}) — "
                               "only load checkpoints written by quatrix-world") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({str(e).splitlines()[0][:120]}) — "
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({first[:120]}) — "
                               "use an earlier checkpoint, e.g. checkpoints/best.pt") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not a quatrix-world checkpoint (format {FORMAT})")

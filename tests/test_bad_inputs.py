@@ -242,8 +242,6 @@ def test_cli_checkpoint_truncated(debug_run, tmp_path):
     assert not (tmp_path / "eval.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug in quatrix_world/checkpoint.py load_checkpoint: "
-                   "str(e).splitlines()[0] raises IndexError when torch.load raises EOFError('') on an empty file")
 def test_cli_checkpoint_empty_file(tmp_path):
     bad = tmp_path / "empty.pt"
     bad.write_bytes(b"")
