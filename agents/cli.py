@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--context", type=int, default=4, help="real steps before imagining")
     i.add_argument("--out", required=True, help=".mp4 or .gif")
     i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--qmap", metavar="FILE.png", help="also save the core's Q-map heatmap for the rollout")
 
     r = sub.add_parser("record", help="record real episodes (optionally beside open-loop imagination)")
     r.add_argument("--checkpoint", required=True)
@@ -160,6 +161,12 @@ def cmd_imagine(args) -> int:
     write_video(frames, out, fps=8)
     print(f"imagined {args.group} x {args.horizon} steps (predicted return "
           f"{float(traj['reward'].sum(1).mean()):.3f}) -> {out}")
+    if args.qmap:
+        from .rollout import imagine_qmap
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.qmap))):
+            raise ValueError(f"--qmap directory for '{args.qmap}' does not exist — create it first")
+        imagine_qmap(run, args.horizon, args.qmap, args.context, args.seed)
+        print(f"Q-map -> {args.qmap}")
     return 0
 
 
@@ -180,6 +187,9 @@ def cmd_record(args) -> int:
             ep = run.episode(args.seed + i)
             frames += ep["frames"]
         returns.append(ep["return"])
+    if not frames:
+        raise ValueError(f"{run.cfg.env.id} has no image observation and no rgb_array renderer — nothing to "
+                         "record (install its render dependencies, e.g. pygame for classic control)")
     write_video(frames, out, fps=8)
     print(f"recorded {args.episodes} episode(s), mean return {np.mean(returns):.3f}, {len(frames)} frames -> {out}")
     return 0

@@ -110,6 +110,17 @@ def imagine_frames(run: LoadedRun, horizon: int, group: int = 1, context: int = 
 
 
 @torch.no_grad()
+def imagine_qmap(run: LoadedRun, horizon: int, path: str, context: int = 4, seed: int = 0) -> None:
+    """Q-map PNG of the dynamics core over a real context plus an imagined rollout."""
+    from quatrix_world.qmap import q_map_for_rollout, save_q_map_png
+    ep = run.episode(seed, max_steps=context)
+    state = run.world.observe(_batch(ep, len(ep["actions"]), run.world), sample=False)
+    out = q_map_for_rollout(run.world, state, run.agent.actor, horizon)
+    save_q_map_png(out["weights"], path, title=f"{run.cfg.env.id}: core Q(s,a) over past steps "
+                   f"(step {run.step})", context=out["context"])
+
+
+@torch.no_grad()
 def open_loop(run: LoadedRun, seed: int, context: int = 4):
     """Real episode vs the world model fed the same actions open-loop after `context` steps."""
     key = _image_key(run.world)

@@ -45,9 +45,12 @@ def test_eval_imagine_record(debug_run, tmp_path):
     result = json.loads((debug_run / "eval.json").read_text())
     assert result["episodes"] == 2 and len(result["returns"]) == 2
     out = tmp_path / "imagined.mp4"
-    r = cli("imagine", "--checkpoint", str(debug_run), "--horizon", "8", "--group", "2", "--out", str(out))
+    qmap = tmp_path / "qmap.png"
+    r = cli("imagine", "--checkpoint", str(debug_run), "--horizon", "8", "--group", "2", "--out", str(out),
+            "--qmap", str(qmap))
     assert r.returncode == 0, r.stderr[-2000:]
     assert out.stat().st_size > 0
+    assert qmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out2 = tmp_path / "side.gif"
     r = cli("record", "--checkpoint", str(debug_run / "checkpoints" / "latest.pt"), "--episodes", "1",
             "--out", str(out2), "--side-by-side")
