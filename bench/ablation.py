@@ -22,6 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from agents.rollout import write_json     # noqa: E402
+
 from bench.learning import THRESHOLDS, first_crossing          # noqa: E402
 
 MIXERS = {"qcompass": ["world.mixer=qcompass", "world.compressed=false"],
@@ -95,10 +97,7 @@ def main() -> None:
                       f"{r['core_params']:,} params, train {r['train_step_ms']:.0f} ms, imagine "
                       f"{r['imagine_step_ms_batch256']:.1f} ms/step, cache {r['cache_bytes_per_token']:.0f} B/token",
                       flush=True)
-                tmp = a.out + ".tmp"
-                with open(tmp, "w") as f:
-                    json.dump(results, f, indent=1)
-                os.replace(tmp, a.out)
+                write_json(results, a.out)
 
 
 if __name__ == "__main__":

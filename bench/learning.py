@@ -19,6 +19,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from agents.rollout import write_json     # noqa: E402
+
 from agents.trainer import Trainer                          # noqa: E402
 from quatrix_world.config import load_config                # noqa: E402
 
@@ -69,10 +71,7 @@ def main() -> None:
         print(f"{a.env} {a.agent} seed {seed}: steps to {r['threshold']} = {r['steps_to_threshold']} "
               f"({r['seconds_to_threshold']} s), final {r['final_return']:.3f}/{r['final_return_sampled']:.3f}",
               flush=True)
-        tmp = a.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, a.out)
+        write_json(results, a.out)
 
 
 if __name__ == "__main__":

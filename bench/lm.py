@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from agents.rollout import write_json     # noqa: E402
+
 from quatrix_world import QuatrixConfig, QuatrixLM     # noqa: E402
 
 
@@ -81,10 +83,7 @@ def main() -> None:
                                     "train_loss_last": float(loss), "seconds": round(seconds, 1)}
         print(f"{mixer}: val loss {vloss:.3f} nats/char, params {results['models'][mixer]['params']:,}, "
               f"{seconds:.0f} s", flush=True)
-    tmp = a.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, a.out)
+    write_json(results, a.out)
 
 
 if __name__ == "__main__":

@@ -267,6 +267,17 @@ def _mix(module, x, attn_mask, cache, reference, q, k, v):
 
 # ----------------------------------------------------------------------------- Q-Compass
 
+def routing_weights(q: torch.Tensor, k: torch.Tensor, scale: float, attn_mask: Optional[torch.Tensor],
+                    causal: bool) -> torch.Tensor:
+    """softmax(q kᵀ · scale) under the causal/user mask, [B, heads, T, T]; fully masked rows are 0."""
+    T = q.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) * scale
+    mask = _build_mask(attn_mask, causal, T, T, q.device, q.shape[0])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1).nan_to_num(0.0)
+
+
 class QCompass(nn.Module):
     """Q-Compass mixer: value-based routing with three projections (W_s, W_a, W_o; + W_c compressed).
 
@@ -325,13 +336,8 @@ class QCompass(nn.Module):
     def q_map(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The routing weights Q(s, a) [B, heads, T, T] (for pictures and debugging)."""
         _check_input(x, self.hidden_size, None, self.max_seq_len)
-        T = x.shape[1]
-        s, a = self._heads(self.W_s(x)), self._heads(self.W_a(x))
-        scores = (s @ a.transpose(-2, -1)) * self.scale
-        mask = _build_mask(attn_mask, self.causal, T, T, x.device, x.shape[0])
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        return scores.softmax(-1).nan_to_num(0.0)
+        return routing_weights(self._heads(self.W_s(x)), self._heads(self.W_a(x)), self.scale, attn_mask,
+                               self.causal)
 
 
 class QCompassBi(QCompass):

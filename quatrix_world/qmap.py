@@ -20,19 +20,14 @@ from typing import Optional
 
 import torch
 
-from .qcompass import MHA, QCompass, _build_mask
+from .qcompass import MHA, QCompass, routing_weights
 
 __all__ = ["q_map", "q_map_for_rollout", "save_q_map_png"]
 
 
 def _mha_weights(mixer: MHA, x: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    T = x.shape[1]
-    q, k = mixer._heads(mixer.W_q(x)), mixer._heads(mixer.W_k(x))
-    scores = (q @ k.transpose(-2, -1)) * mixer.scale
-    mask = _build_mask(attn_mask, mixer.causal, T, T, x.device, x.shape[0])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(-1).nan_to_num(0.0)
+    return routing_weights(mixer._heads(mixer.W_q(x)), mixer._heads(mixer.W_k(x)), mixer.scale, attn_mask,
+                           mixer.causal)
 
 
 @torch.no_grad()
