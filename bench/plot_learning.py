@@ -1,0 +1,48 @@
+"""Tables and curves from bench/results/learning.json -> stdout (markdown) and docs/learning_<env>.png."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main(path: str = os.path.join(HERE, "results", "learning.json")) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    data = json.load(open(path))
+    print("| env | agent | seed | env steps to threshold | seconds | final sampled / deterministic |")
+    print("|---|---|---|---|---|---|")
+    for env, agents in data.items():
+        if env == "debug":
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for i, (agent, seeds) in enumerate(agents.items()):
+            for seed, r in sorted(seeds.items()):
+                h = r["history"]
+                ax.plot([x["step"] for x in h], [x["eval/return_sampled"] for x in h], color=f"C{i}", alpha=0.7,
+                        label=agent if seed == sorted(seeds)[0] else None)
+                steps = r["steps_to_threshold"]
+                print(f"| {env} | {agent} | {seed} | {steps if steps is not None else 'not reached'} | "
+                      f"{r['seconds_to_threshold'] if steps is not None else '—'} | "
+                      f"{r['final_return_sampled']:.3f} / {r['final_return']:.3f} |")
+            reached = [r["steps_to_threshold"] for r in seeds.values() if r["steps_to_threshold"] is not None]
+            if reached:
+                print(f"| {env} | {agent} | **median** | **{int(np.median(reached))}** "
+                      f"({len(reached)}/{len(seeds)} seeds) | | |")
+        ax.axhline(next(iter(next(iter(agents.values())).values()))["threshold"], color="k", ls="--", lw=1)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval return (sampled)")
+        ax.set_title(env)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(HERE, "..", "docs", f"learning_{env}.png"), dpi=80)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
