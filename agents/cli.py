@@ -83,7 +83,7 @@ def _out_path(path: str) -> str:
 
 
 def cmd_train(args) -> int:
-    from quatrix_world.config import load_config, read_yaml, to_yaml, apply_override, parse_override, \
+    from quatrix_world.config import load_config, read_yaml, apply_override, parse_override, \
         from_dict, validate, ConfigError
     if args.resume:
         run_dir = args.resume

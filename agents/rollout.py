@@ -6,14 +6,13 @@ import os
 
 import numpy as np
 import torch
-from torchrl.envs.utils import step_mdp
 
 from quatrix_world.checkpoint import load_checkpoint
 from quatrix_world.config import config_from_yaml_text
 from quatrix_world.world import QuatrixWorld
 
 from .common import build_agent
-from .trainer import OnlinePolicy, build_env, check_compatible, env_specs, frame_of
+from .trainer import build_env, check_compatible, env_specs, episode_batch, play_episode
 
 
 class LoadedRun:
@@ -39,30 +38,10 @@ class LoadedRun:
         d = os.path.dirname(self.path)
         return os.path.dirname(d) if os.path.basename(d) == "checkpoints" else d
 
-    @torch.no_grad()
     def episode(self, seed: int, deterministic: bool = False, max_steps: int | None = None):
-        """One real episode -> dict(obs list, actions, rewards, frames, return)."""
-        actor = OnlinePolicy(self.world, self.agent, window=self.cfg.trainer.seq_len - 1)
-        self.env.set_seed(seed)
-        td = self.env.reset()
-        out = {"obs": [], "actions": [], "rewards": [], "is_init": [], "frames": []}
-        done = False
-        while not done and (max_steps is None or len(out["actions"]) < max_steps):
-            obs = {k: td[k] for k in self.obs_keys}
-            out["obs"].append(obs)
-            frame = frame_of(self.env, obs, self.world.obs_desc)
-            if frame is not None:
-                out["frames"].append(frame)
-            a = actor.act(obs, deterministic)
-            td["action"] = a.to(self.env.action_spec.dtype).reshape(self.env.action_spec.shape)
-            td = self.env.step(td)
-            actor.record(a)
-            out["actions"].append(a)
-            out["rewards"].append(float(td["next", "reward"]))
-            done = bool(td["next", "done"])
-            td = step_mdp(td, exclude_action=True)
-        out["return"] = float(sum(out["rewards"]))
-        return out
+        """One real episode -> dict(obs, actions, rewards, frames, return)."""
+        return play_episode(self.world, self.agent, self.env, self.cfg.trainer.seq_len - 1, seed, deterministic,
+                            max_steps, keep=True)
 
 
 def evaluate(run: LoadedRun, episodes: int, deterministic: bool) -> dict:
@@ -71,17 +50,6 @@ def evaluate(run: LoadedRun, episodes: int, deterministic: bool) -> dict:
               "deterministic": deterministic, "mean_return": float(np.mean(returns)),
               "std_return": float(np.std(returns)), "returns": returns}
     return result
-
-
-def _batch(ep: dict, upto: int, world: QuatrixWorld):
-    """The first `upto` real steps of an episode as a [1, upto] TensorDict for world.observe."""
-    from tensordict import TensorDict
-    data = {k: torch.stack([o[k] for o in ep["obs"][:upto]])[None] for k in world.obs_desc}
-    data["action"] = torch.stack(ep["actions"][:upto])[None]
-    is_init = torch.zeros(1, upto, 1, dtype=torch.bool)
-    is_init[0, 0] = True
-    data["is_init"] = is_init
-    return TensorDict(data, batch_size=[1, upto])
 
 
 def _image_key(world):
@@ -99,7 +67,7 @@ def imagine_frames(run: LoadedRun, horizon: int, group: int = 1, context: int = 
         raise ValueError(f"{run.cfg.env.id} has no image observation to render an imagined rollout of")
     ep = run.episode(seed, max_steps=context)
     k = len(ep["actions"])
-    state = run.world.observe(_batch(ep, k, run.world), sample=False)
+    state = run.world.observe(episode_batch(ep, k, run.world), sample=False)
     traj = run.world.imagine(state, run.agent.actor, horizon, group_size=group)     # [G, H]
     Z = run.world.z_dim
     frames = []
@@ -114,7 +82,7 @@ def imagine_qmap(run: LoadedRun, horizon: int, path: str, context: int = 4, seed
     """Q-map PNG of the dynamics core over a real context plus an imagined rollout."""
     from quatrix_world.qmap import q_map_for_rollout, save_q_map_png
     ep = run.episode(seed, max_steps=context)
-    state = run.world.observe(_batch(ep, len(ep["actions"]), run.world), sample=False)
+    state = run.world.observe(episode_batch(ep, len(ep["actions"]), run.world), sample=False)
     out = q_map_for_rollout(run.world, state, run.agent.actor, horizon)
     save_q_map_png(out["weights"], path, title=f"{run.cfg.env.id}: core Q(s,a) over past steps "
                    f"(step {run.step})", context=out["context"])
@@ -129,7 +97,7 @@ def open_loop(run: LoadedRun, seed: int, context: int = 4):
     ep = run.episode(seed)
     n = len(ep["actions"])
     k = min(context, n)
-    state = run.world.observe(_batch(ep, k, run.world), sample=False)
+    state = run.world.observe(episode_batch(ep, k, run.world), sample=False)
     end = min(n, k - 1 + run.cfg.world.max_seq_len - state["pos"])    # positions the core can imagine
     real, imag, rhat = [], [], []
     for t in range(k - 1, end):

@@ -182,7 +182,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> dict:
-        cfg, t = self.cfg, self.cfg.trainer
+        t = self.cfg.trainer
         start_wall = time.time() - self.wall
         td = self._start_episode(replay_actions=self.ep_actions)
         bar = self._progress()
@@ -361,32 +361,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    @torch.no_grad()
-    def run_episodes(self, n: int, deterministic: bool, seed_base: int, collect_frames: bool = False):
-        env = self.eval_env
-        actor = OnlinePolicy(self.world, self.agent, window=self.cfg.trainer.seq_len - 1)
-        returns, frames = [], []
-        for i in range(n):
-            env.set_seed(seed_base + i)
-            td = env.reset()
-            actor.reset()
-            total, done = 0.0, False
-            while not done:
-                obs = {k: td[k] for k in self.obs_keys}
-                if collect_frames and i == 0:
-                    frame = frame_of(env, obs, self.obs_desc)
-                    if frame is not None:
-                        frames.append(frame)
-                a = actor.act(obs, deterministic)
-                td["action"] = a.to(env.action_spec.dtype).reshape(env.action_spec.shape)
-                td = env.step(td)
-                actor.record(a)
-                total += float(td["next", "reward"])
-                done = bool(td["next", "done"])
-                from torchrl.envs.utils import step_mdp
-                td = step_mdp(td, exclude_action=True)
-            returns.append(total)
-        return returns, frames
+    def run_episodes(self, n: int, deterministic: bool, seed_base: int, keep_first: bool = False):
+        """Returns of `n` fresh eval episodes (and the first episode's obs/actions/frames)."""
+        window = self.cfg.trainer.seq_len - 1
+        eps = [play_episode(self.world, self.agent, self.eval_env, window, seed_base + i, deterministic,
+                            keep=keep_first and i == 0) for i in range(n)]
+        return [e["return"] for e in eps], eps[0]
 
     @property
     def eval_env(self):
@@ -398,8 +378,9 @@ class Trainer:
         n = self.cfg.trainer.eval_episodes
         rng = torch.get_rng_state()                  # evaluation must not shift training's RNG
         self.world.eval()
-        det, frames = self.run_episodes(n, True, 10_000_000 + self.step, collect_frames=True)
+        det, first = self.run_episodes(n, True, 10_000_000 + self.step, keep_first=True)
         smp, _ = self.run_episodes(n, False, 20_000_000 + self.step)
+        imagined = self._imagined_frames(first) if self.cfg.trainer.video_every_eval else []
         self.world.train()
         torch.set_rng_state(rng)
         row = {"step": self.step, "seconds": round(self.wall, 2),
@@ -412,9 +393,21 @@ class Trainer:
             self.best = score
             self.save(os.path.join(self.ckpt_dir, "best.pt"))
         self._plot_curves()
-        if self.cfg.trainer.video_every_eval and frames:
-            self._log_video("eval/real_episode", frames)
+        if self.cfg.trainer.video_every_eval and first["frames"]:
+            self._log_video("eval/real_episode", first["frames"])
+        if imagined:
+            self._log_video("eval/imagined_rollout", imagined)
         return row
+
+    def _imagined_frames(self, episode: dict) -> list:
+        """Decoded frames of a rollout imagined from the first steps of a real eval episode."""
+        from quatrix_world.imagine import render_imagination
+        key = next((k for k, d in self.obs_desc.items() if d["kind"] == "image"), None)
+        if key is None or not episode["actions"]:
+            return []
+        k = min(self.cfg.agent.context_len, len(episode["actions"]))
+        state = self.world.observe(episode_batch(episode, k, self.world), sample=False)
+        return [f[0] for f in render_imagination(self.world, state, self.agent.actor, self.cfg.agent.horizon, key)]
 
     # ------------------------------------------------------------------ logging
 
@@ -538,6 +531,46 @@ def check_compatible(ck: dict, cfg: Config, spec: dict) -> None:
         if d and not d.startswith(("agent.lr", "agent.critic_lr", "agent.entropy")):
             raise CheckpointError(f"checkpoint {ck['path']} has a different model config: '{d}' differs — "
                                   "load it with the config it was trained with (its run's config.yaml)")
+
+
+@torch.no_grad()
+def play_episode(world, agent, env, window: int, seed: int, deterministic: bool = False,
+                 max_steps: int | None = None, keep: bool = False) -> dict:
+    """One real episode with the agent acting through the world model -> return (and, with
+    keep=True, its observations, actions and frames)."""
+    from torchrl.envs.utils import step_mdp
+    actor = OnlinePolicy(world, agent, window)
+    env.set_seed(seed)
+    td = env.reset()
+    out = {"obs": [], "actions": [], "rewards": [], "frames": []}
+    done = False
+    while not done and (max_steps is None or len(out["actions"]) < max_steps):
+        obs = {k: td[k] for k in world.obs_desc}
+        if keep:
+            out["obs"].append(obs)
+            frame = frame_of(env, obs, world.obs_desc)
+            if frame is not None:
+                out["frames"].append(frame)
+        a = actor.act(obs, deterministic)
+        td["action"] = a.to(env.action_spec.dtype).reshape(env.action_spec.shape)
+        td = env.step(td)
+        actor.record(a)
+        out["actions"].append(a)
+        out["rewards"].append(float(td["next", "reward"]))
+        done = bool(td["next", "done"])
+        td = step_mdp(td, exclude_action=True)
+    out["return"] = float(sum(out["rewards"]))
+    return out
+
+
+def episode_batch(ep: dict, upto: int, world) -> TensorDict:
+    """The first `upto` steps of a kept episode as a [1, upto] TensorDict for world.observe."""
+    data = {k: torch.stack([o[k] for o in ep["obs"][:upto]])[None] for k in world.obs_desc}
+    data["action"] = torch.stack(ep["actions"][:upto])[None]
+    is_init = torch.zeros(1, upto, 1, dtype=torch.bool)
+    is_init[0, 0] = True
+    data["is_init"] = is_init
+    return TensorDict(data, batch_size=[1, upto])
 
 
 def frame_of(env, obs: dict, desc: dict):

@@ -10,7 +10,6 @@ validation loss (nats/char) and seconds. Writes bench/results/lm.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys

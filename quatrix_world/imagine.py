@@ -5,7 +5,9 @@
     td = env.rollout(16, policy)                    # policy: a TensorDictModule reading "feat"
 
 Observations are the agent features [z, h] under "feat"; reward is the predicted reward;
-terminated is sampled from the continue head. Each step feeds one token through the KV cache.
+terminated is sampled from the continue head (or thresholded at 0.5 with
+sample_termination=False). Each step feeds one token through the KV cache. All rollouts restart
+together (they share one cache length), so a partial reset is refused with a clear error.
 Also `render_imagination(world, state, policy, horizon)` -> decoded frames.
 """
 from __future__ import annotations
@@ -34,6 +36,10 @@ class ImaginedEnv(EnvBase):
         self.reward_spec = Unbounded((n, 1))
 
     def _reset(self, tensordict=None, **kwargs) -> TensorDict:
+        partial = tensordict.get("_reset", None) if tensordict is not None else None
+        if partial is not None and not bool(partial.all()):
+            raise ValueError("ImaginedEnv restarts all rollouts together (they share one KV-cache length) — "
+                             "use rollout(..., break_when_any_done=True) or ImaginedEnv(sample_termination=False)")
         s = self.start_state
         self.state = dict(s, caches=s["caches"].clone())
         n = self.batch_size[0]

@@ -37,6 +37,10 @@ def test_train_writes_run_files(debug_run):
     names = {r.split(",")[2] for r in rows[1:]}
     assert {"loss/world", "loss/actor", "loss/critic", "eval/return", "train/episode_return"} <= names
     assert not [f for f in os.listdir(debug_run / "checkpoints") if f.startswith(".tmp")]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(debug_run))
+    events.Reload()
+    assert {"eval/real_episode", "eval/imagined_rollout"} <= set(events.Tags()["images"])   # animated GIFs
 
 
 def test_eval_imagine_record(debug_run, tmp_path):

@@ -193,3 +193,52 @@ def test_overfit_corridor_predicts_reward_at_right_step():
     assert r[3] > 0.8, r
     assert r[:3].abs().max() < 0.2, r
     assert traj["cont"].mean(0)[3] < 0.2
+
+
+def test_imagined_env_rollout_the_torchrl_way():
+    from tensordict.nn import TensorDictModule
+    from quatrix_world.imagine import ImaginedEnv
+    w = small_world()
+    state = w.observe(episode_batch())
+    torch.nn.init.constant_(w.cont_net[-1].bias, 10.0)                    # p(continue) ~ 1: no termination
+    env = ImaginedEnv(w, state, sample_termination=False)
+    head = torch.nn.Linear(w.feat_dim, N_ACT)
+    policy = TensorDictModule(lambda f: head(f).argmax(-1), in_keys=["feat"], out_keys=["action"])
+    td = env.rollout(5, policy)
+    assert td.batch_size == torch.Size([B, 5])
+    assert td["next", "feat"].shape == (B, 5, w.feat_dim)
+    assert td["next", "reward"].shape == (B, 5, 1)
+    assert torch.equal(td["feat"][:, 1:], td["next", "feat"][:, :-1])      # steps chain
+    assert len(state["caches"][0]) == T - 1                                # the start state is reused, not consumed
+
+
+def test_world_model_loss_falls_on_real_minigrid_steps():
+    """A few hundred random MiniGrid steps (pixels + mission), 40 updates: the loss falls."""
+    from envs import EpisodeReplay, make_env
+    from torchrl.envs.utils import step_mdp
+    from quatrix_world.config import load_config
+    from agents.trainer import env_specs
+    torch.manual_seed(0)
+    env = make_env("MiniGrid-Empty-6x6-v0", seed=0)
+    obs, act = env_specs(env)
+    cfg = load_config(["default.yaml", "debug.yaml"]).world
+    world = QuatrixWorld(cfg, obs, act)
+    replay = EpisodeReplay(1000, 16, 8, seed=0)
+    td = env.reset()
+    for _ in range(300):
+        td["action"] = torch.randint(7, ())
+        td = env.step(td)
+        replay.extend(td.select(*obs, "action", "is_init", ("next", "reward"), ("next", "terminated"),
+                                ("next", "truncated"), ("next", "done")))
+        td = step_mdp(td, exclude_action=True)
+        if td.get("done", torch.zeros(1, dtype=torch.bool)).any():
+            td = env.reset()
+    opt = torch.optim.Adam(world.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(40):
+        loss, m, _ = world.loss(replay.sample())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
