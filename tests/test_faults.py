@@ -103,3 +103,28 @@ def test_ctrl_c_writes_final_checkpoint(tmp_path):
     step = load_checkpoint(latest)["counters"]["step"]
     assert step >= 100
     assert f"interrupted at step {step}" in out
+
+
+def test_nonfinite_loss_is_skipped_then_stops(tmp_path):
+    import pytest
+    from agents.trainer import Trainer, TrainingError
+    from quatrix_world.config import load_config
+    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.max_nonfinite_skips=3", "trainer.progress=false",
+                                                       "trainer.checkpoint_every=100"])
+    tr = Trainer(cfg, str(tmp_path / "run"), quiet=True)
+    real_loss = tr.world.loss
+    calls = {"n": 0}
+
+    def poisoned(batch):
+        total, metrics, aux = real_loss(batch)
+        calls["n"] += 1
+        return (total * float("nan") if calls["n"] > 2 else total), metrics, aux
+    tr.world.loss = poisoned
+    before = {k: v.clone() for k, v in tr.world.state_dict().items()}
+    with pytest.warns(UserWarning, match="non-finite world model loss — update skipped"):
+        with pytest.raises(TrainingError, match="non-finite for 3 updates in a row"):
+            tr.train()
+    assert all(torch.isfinite(v).all() for v in tr.world.state_dict().values() if v.is_floating_point())
+    changed = any(not torch.equal(before[k], v) for k, v in tr.world.state_dict().items())
+    assert changed                                   # the two good updates were applied
+    assert os.path.exists(os.path.join(tmp_path, "run", "checkpoints", "latest.pt"))   # last good checkpoint
