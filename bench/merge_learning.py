@@ -1,22 +1,35 @@
-"""Merge per-agent learning JSONs (from bench/learning.py --out ...) into bench/results/learning.json,
-recomputing steps to threshold from each run's history with the sampled-policy rule."""
-import json, os, glob
-out = {}
-def crossing(h, thr):
-    for r in h:
-        if r["eval/return_sampled"] >= thr: return r["step"], r["seconds"]
+"""Merge per-run JSONs written by `bench/learning.py --out X.json` into bench/results/learning.json.
+
+    python bench/merge_learning.py bench/results/learning.json runs/ac_empty.json runs/grpo_empty.json ...
+
+Steps to threshold are recomputed from each run's evaluation history with the sampled-policy rule,
+so files written under an earlier stopping rule are judged the same way. Later files win per seed.
+"""
+import json
+import sys
+
+
+def crossing(history, threshold):
+    for row in history:
+        if row["eval/return_sampled"] >= threshold:
+            return row["step"], row["seconds"]
     return None, None
-files = ["/tmp/lb/ac_empty.json", "/tmp/lb/grpo_empty.json", "/tmp/lb/ac_cartpole.json", "/tmp/lb/grpo_cartpole.json", "/tmp/lb/ac_empty_rerun.json"]
-for f in files:
-    if not os.path.exists(f): continue
-    d = json.load(open(f))
-    for env, agents in d.items():
+
+
+def main(out_path, *paths):
+    out = {}
+    for path in paths:
+        for env, agents in json.load(open(path)).items():
+            for agent, seeds in agents.items():
+                for seed, r in seeds.items():
+                    r["steps_to_threshold"], r["seconds_to_threshold"] = crossing(r["history"], r["threshold"])
+                    out.setdefault(env, {}).setdefault(agent, {})[seed] = r
+    with open(out_path, "w") as f:
+        json.dump(out, f, indent=1)
+    for env, agents in out.items():
         for agent, seeds in agents.items():
-            for seed, r in seeds.items():
-                r["steps_to_threshold"], r["seconds_to_threshold"] = crossing(r["history"], r["threshold"])
-                if "rerun" in f: r["note"] = "rerun: the first run of this seed stopped on the old max(det, sampled) rule"
-                out.setdefault(env, {}).setdefault(agent, {})[seed] = r
-json.dump(out, open("/work/main/bench/results/learning.json", "w"), indent=1)
-for env, agents in out.items():
-    for agent, seeds in agents.items():
-        print(env, agent, {s: (r["steps_to_threshold"], r["seconds_to_threshold"]) for s, r in sorted(seeds.items())})
+            print(env, agent, {s: r["steps_to_threshold"] for s, r in sorted(seeds.items())})
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
