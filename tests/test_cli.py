@@ -75,3 +75,16 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     assert r.stderr.strip() == "error: unknown key 'trainer.batchsize' — did you mean 'trainer.batch_size'?"
     r = cli("eval", "--checkpoint", str(tmp_path / "nope"))
     assert r.returncode == 2 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_continuous_actions_train_and_record(tmp_path):
+    """Pendulum (Box actions, vector obs, frames from env.render()) through train and record."""
+    run = tmp_path / "pend"
+    r = cli("train", "--config", "configs/debug.yaml", "--config", "configs/pendulum.yaml", "--run-dir", str(run),
+            "--quiet", "--set", "trainer.total_steps=250", "--set", "trainer.eval_every=250")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "error" not in r.stderr.lower()
+    out = tmp_path / "pend.gif"
+    r = cli("record", "--checkpoint", str(run), "--episodes", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert out.stat().st_size > 0
