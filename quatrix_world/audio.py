@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import QuatrixBlock
+from .blocks import bidirectional_blocks
 from .config import QuatrixConfig
 
 __all__ = ["hz_to_mel", "mel_to_hz", "mel_filterbank", "mel_center_frequencies", "log_mel_spectrogram",
@@ -111,11 +111,7 @@ class QuatrixAudio(nn.Module):
         self.in_norm = nn.LayerNorm(patch_dim)
         self.embed = nn.Linear(patch_dim, width)
         self.pos = nn.Parameter(torch.randn(1, config.max_audio_tokens, width) * 0.02)
-        self.blocks = nn.ModuleList(
-            QuatrixBlock(width, config.q_rank, num_heads=config.num_heads, mixer=config.mixer,
-                         compressed=config.compressed, causal=False, ffn_mult=config.ffn_mult,
-                         dropout=config.dropout, bias=config.bias)
-            for _ in range(config.audio_layers))
+        self.blocks = bidirectional_blocks(width, config, config.audio_layers)
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(width, self.out_dim)
 

@@ -86,3 +86,14 @@ class QuatrixStack(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=attn_mask, cache=None if caches is None else caches[i], reference=reference)
         return self.norm(x)
+
+
+def bidirectional_blocks(width: int, config, num_layers: int) -> nn.ModuleList:
+    """`num_layers` bidirectional QuatrixBlocks (QCompassBi, or MHA for the ablation) for the
+    vision and audio encoders, with the mixer settings of a QuatrixConfig."""
+    return nn.ModuleList(
+        QuatrixBlock(width, config.q_rank, num_heads=config.num_heads, mixer=config.mixer,
+                     compressed=config.compressed, causal=False, ffn_mult=config.ffn_mult,
+                     dropout=config.dropout, bias=config.bias)
+        for _ in range(num_layers))
+

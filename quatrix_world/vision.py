@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import QuatrixBlock
+from .blocks import bidirectional_blocks
 from .config import QuatrixConfig
 
 __all__ = ["QuatrixVision"]
@@ -37,11 +37,7 @@ class QuatrixVision(nn.Module):
         self.grid = config.image_size // p
         self.patch = nn.Conv2d(config.in_channels, width, kernel_size=p, stride=p, bias=True)
         self.pos = nn.Parameter(torch.randn(1, self.grid * self.grid, width) * 0.02)
-        self.blocks = nn.ModuleList(
-            QuatrixBlock(width, config.q_rank, num_heads=config.num_heads, mixer=config.mixer,
-                         compressed=config.compressed, causal=False, ffn_mult=config.ffn_mult,
-                         dropout=config.dropout, bias=config.bias)
-            for _ in range(config.vision_layers))
+        self.blocks = bidirectional_blocks(width, config, config.vision_layers)
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(width, self.out_dim)
 
