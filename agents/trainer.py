@@ -79,16 +79,7 @@ def env_specs(env) -> tuple[dict, dict]:
     obs_spec = env.observation_spec
     keys = [k for k in obs_spec.keys() if isinstance(k, str) and k in kinds] or \
            [k for k in obs_spec.keys() if isinstance(k, str) and k not in ("is_init",)]
-    desc = describe_obs({k: _spec_entry(obs_spec[k]) for k in keys}, kinds)
-    return desc, describe_action(env.action_spec)
-
-
-def _spec_entry(spec) -> dict:
-    dtype = str(spec.dtype).replace("torch.", "")
-    vocab = None
-    if "int" in dtype:
-        vocab = int(spec.space.n) if hasattr(spec.space, "n") else int(spec.space.high.max().item()) + 1
-    return {"shape": list(spec.shape), "dtype": dtype, "vocab": vocab}
+    return describe_obs({k: obs_spec[k] for k in keys}, kinds), describe_action(env.action_spec)
 
 
 class OnlinePolicy:
