@@ -35,8 +35,13 @@ def first_crossing(history: list[dict], threshold: float):
     return None, None
 
 
-def run_one(config: str, agent: str, seed: int, extra: list[str], run_root: str) -> dict:
-    protocol = [f"trainer.target_return={THRESHOLDS[config]}", "trainer.eval_every=1000", "trainer.eval_episodes=20"]
+def run_one(config: str, agent: str, seed: int, extra: list[str], run_root: str,
+            eval_every: int = 1000, episodes: int = 20) -> dict:
+    """One training run under the benchmark protocol (shared with bench/vs_ppo.py): evaluate every
+    `eval_every` env steps on `episodes` fresh episodes, stop once the sampled score reaches the
+    threshold. `extra` are further --set overrides (e.g. trainer.total_steps=...)."""
+    protocol = [f"trainer.target_return={THRESHOLDS[config]}", f"trainer.eval_every={eval_every}",
+                f"trainer.eval_episodes={episodes}"]
     cfg = load_config(["default.yaml", f"{config}.yaml"], [f"agent.kind={agent}", f"seed={seed}",
                                                            "trainer.progress=false", *protocol, *extra])
     run_dir = os.path.join(run_root, f"{config}-{agent}-{seed}")

@@ -19,10 +19,19 @@ def test_vs_ppo_quick(tmp_path):
     res = json.loads((tmp_path / "vs_ppo_quick.json").read_text())["envs"]["CartPole-v1"]
     assert set(res) == {"ppo", "actor_critic", "grpo"}
     for method, r in res.items():
-        assert r["seeds"] == 1 and 0 <= r["solved_seeds"] <= 1
+        assert r["seeds"] == [0] and 0 <= r["solved_seeds"] <= 1
+        assert r["budget"] == 1200 and r["threshold"] == 475.0
         assert math.isfinite(r["final_return_mean"]) and r["final_return_mean"] > 0
-        assert (tmp_path / "runs_quick" / method / "CartPole-v1" / "0.csv").is_file()
+        rows = (tmp_path / "runs_quick" / method / "CartPole-v1" / "0.csv").read_text().splitlines()
+        assert rows[0] == "step,seconds,score"
+        steps = [int(line.split(",")[0]) for line in rows[1:]]
+        assert steps and steps == sorted(steps) and steps[-1] <= 1200      # the budget is respected
+        assert float(rows[-1].split(",")[2]) == r["final_return_mean"]     # JSON recomputed from the CSV
     assert (tmp_path / "vs_ppo_cartpole_quick.png").stat().st_size > 0
+    # --reuse: the JSON is rebuilt from the CSVs without rerunning anything
+    r2 = run("bench/vs_ppo.py", "--quick", "--reuse", "--results", str(tmp_path))
+    assert "reusing" in r2.stdout
+    assert json.loads((tmp_path / "vs_ppo_quick.json").read_text())["envs"]["CartPole-v1"] == res
 
 
 def test_ablation_and_learning_quick(tmp_path):
