@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from tensordict import TensorDict
 
-from envs import EpisodeReplay, make_env, render_frame
+from envs import EpisodeReplay, LaneReplay, make_env, render_frame
 from quatrix_world.checkpoint import (CheckpointError, first_difference, load_checkpoint,
                                       save_checkpoint)
 from quatrix_world.config import Config, config_from_yaml_text, to_yaml
@@ -66,20 +66,23 @@ def set_rng_state(d: dict) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["gauss"], n["cached"]))
 
 
-def build_env(cfg: Config, seed: int):
+def build_env(cfg: Config, seed: int, num_envs: int = 1):
     opts = dict(cfg.env.options)
     if cfg.env.id.startswith("MiniGrid-"):
         opts.setdefault("full_view", cfg.env.full_view)
-    return make_env(cfg.env.id, seed=seed, max_episode_steps=cfg.env.max_episode_steps, **opts)
+    return make_env(cfg.env.id, seed=seed, max_episode_steps=cfg.env.max_episode_steps, num_envs=num_envs,
+                    parallel=cfg.trainer.parallel_envs, **opts)
 
 
 def env_specs(env) -> tuple[dict, dict]:
     """(obs description, action description) of a made env, as plain dicts."""
     kinds = dict(getattr(env, "quatrix_info", {}).get("obs_kinds", {}))
-    obs_spec = env.observation_spec
+    obs_spec, act_spec = env.observation_spec, env.action_spec
+    if env.batch_size:                    # a batched env (num_envs > 1): describe one of its copies
+        obs_spec, act_spec = obs_spec[0], act_spec[0]
     keys = [k for k in obs_spec.keys() if isinstance(k, str) and k in kinds] or \
            [k for k in obs_spec.keys() if isinstance(k, str) and k not in ("is_init",)]
-    return describe_obs({k: obs_spec[k] for k in keys}, kinds), describe_action(env.action_spec)
+    return describe_obs({k: obs_spec[k] for k in keys}, kinds), describe_action(act_spec)
 
 
 class OnlinePolicy:
@@ -98,9 +101,13 @@ class OnlinePolicy:
 
     @torch.no_grad()
     def features(self, obs: dict) -> torch.Tensor:
+        post = self.world.encode({k: obs[k][None, None] for k in self.world.obs_desc})   # [1, 1, G, C]
+        return self.features_of(mode_onehot(post).flatten(-2)[0, 0])                     # z: [Z]
+
+    @torch.no_grad()
+    def features_of(self, z: torch.Tensor) -> torch.Tensor:
+        """[1, F] features of the current step's latent z [Z] given this episode's context."""
         w = self.world
-        post = w.encode({k: obs[k][None, None] for k in w.obs_desc})         # [1, 1, G, C]
-        z = mode_onehot(post).flatten(-2)[0, 0]                              # [Z]
         if self.z:
             zs = torch.stack(list(self.z))[None]
             acts = torch.stack(list(self.a))[None]
@@ -121,6 +128,24 @@ class OnlinePolicy:
         self.a.append(action.clone())
 
 
+class LanePolicy:
+    """OnlinePolicy for the N lanes of a batched env: one batched encode, one context per lane."""
+
+    def __init__(self, world: QuatrixWorld, agent, window: int, num_lanes: int):
+        self.world, self.agent = world, agent
+        self.lanes = [OnlinePolicy(world, agent, window) for _ in range(num_lanes)]
+
+    @torch.no_grad()
+    def features(self, obs: dict) -> torch.Tensor:
+        post = self.world.encode({k: obs[k][:, None] for k in self.world.obs_desc})   # [N, 1, G, C]
+        z = mode_onehot(post).flatten(-2)[:, 0]                                        # [N, Z]
+        return torch.cat([lane.features_of(z[i]) for i, lane in enumerate(self.lanes)])  # [N, F]
+
+    def record(self, actions: torch.Tensor) -> None:
+        for lane, a in zip(self.lanes, actions):
+            lane.record(a)
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str, resume: bool = False, quiet: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
@@ -129,7 +154,8 @@ class Trainer:
         self.rank, self.world_size = distributed.setup(cfg.run.device)
         self.is_main = self.rank == 0
         seed_everything(cfg.seed)
-        self.env = build_env(cfg, cfg.seed + 7919 * self.rank)
+        self.num_envs = cfg.trainer.num_envs
+        self.env = build_env(cfg, cfg.seed + 7919 * self.rank, self.num_envs)
         self.obs_desc, self.act_desc = env_specs(self.env)
         self.obs_keys = list(self.obs_desc)
         self.world = QuatrixWorld(cfg.world, self.obs_desc, self.act_desc)
@@ -141,11 +167,16 @@ class Trainer:
             seed_everything(cfg.seed + 7919 * self.rank)
         self.world_opt = torch.optim.Adam(self.world.parameters(), lr=cfg.trainer.world_lr, eps=1e-8)
         t = cfg.trainer
-        self.replay = EpisodeReplay(t.replay_capacity, t.seq_len, t.batch_size, storage=t.replay_storage,
-                                    scratch_dir=os.path.join(run_dir, "replay")
-                                    if t.replay_storage == "disk" and self.is_main else None,   # others: private tmp
-                                    seed=cfg.seed + 7919 * self.rank)
-        self.actor = OnlinePolicy(self.world, self.agent, window=t.seq_len - 1)
+        replay_kw = dict(storage=t.replay_storage, seed=cfg.seed + 7919 * self.rank,
+                         scratch_dir=os.path.join(run_dir, "replay")
+                         if t.replay_storage == "disk" and self.is_main else None)   # others: private tmp
+        if self.num_envs == 1:
+            self.replay = EpisodeReplay(t.replay_capacity, t.seq_len, t.batch_size, **replay_kw)
+            self.actor = OnlinePolicy(self.world, self.agent, window=t.seq_len - 1)
+        else:       # a batched env: one replay stream and one acting context per lane
+            self.replay = LaneReplay(self.num_envs, t.replay_capacity, t.seq_len, t.batch_size, **replay_kw)
+            self.actor = LanePolicy(self.world, self.agent, t.seq_len - 1, self.num_envs)
+            self.lane_return, self.lane_len = torch.zeros(self.num_envs), torch.zeros(self.num_envs, dtype=torch.long)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * self.rank)
         # counters (all restored on resume)
         self.step = 0              # env steps taken
@@ -175,7 +206,10 @@ class Trainer:
     def train(self) -> dict:
         t = self.cfg.trainer
         start_wall = time.time() - self.wall
-        td = self._start_episode(replay_actions=self.ep_actions)
+        if self.num_envs == 1:
+            self.td = self._start_episode(replay_actions=self.ep_actions)
+        else:
+            self.td = self._start_lanes()
         bar = self._progress()
         interrupted = False
         self._stop = False
@@ -186,29 +220,23 @@ class Trainer:
             while self.step < t.total_steps:
                 if self._stop:               # Ctrl-C / SIGTERM: stop at a step boundary, consistent state
                     raise KeyboardInterrupt
-                # 1. act in the real env
-                obs = {k: td[k] for k in self.obs_keys}
-                if self.step < t.prefill:
-                    action = self._random_action()
-                    self.actor.features(obs)          # keep the acting context in step
-                else:
-                    action = self.actor.act(obs)
-                td, done = self._env_step(td, action)
-                self.step += 1
+                # 1. act in the real env: one step, or one step in each of num_envs lanes
+                before = self.step
+                finished = self._collect() if self.num_envs == 1 else self._collect_lanes()
                 # 2. keep the replay ratio: updates_due = (steps since prefill) x ratio
-                if self.step >= t.prefill and len(self.replay) >= t.seq_len:
+                if self.step >= t.prefill and self.replay.ready():
                     due = int((self.step - t.prefill + 1) * t.replay_ratio)
                     while self.updates < due:
                         self._log(self.train_step())
-                if done:
-                    self._log({"train/episode_return": self.ep_return, "train/episode_length": self.ep_len})
+                for ret, length in finished:
+                    self._log({"train/episode_return": ret, "train/episode_length": length})
                     if bar is not None:
-                        bar.set_postfix(ret=f"{self.ep_return:.2f}", upd=self.updates)
-                    td = self._start_episode()
+                        bar.set_postfix(ret=f"{ret:.2f}", upd=self.updates)
                 self.wall = time.time() - start_wall
-                # 3. evaluate, checkpoint
+                # 3. evaluate, checkpoint (each time the step count passes a multiple of the period)
+                due_at = lambda every: self.step // every > before // every or self.step >= t.total_steps
                 reached = False
-                if self.is_main and (self.step % t.eval_every == 0 or self.step == t.total_steps):
+                if self.is_main and due_at(t.eval_every):
                     row = self.evaluate()
                     reached = t.target_return is not None and row["eval/return_sampled"] >= t.target_return
                 if self.world_size > 1:
@@ -216,10 +244,10 @@ class Trainer:
                 if reached:
                     self.save(os.path.join(self.ckpt_dir, "latest.pt"))
                     break
-                if self.step % t.checkpoint_every == 0 or self.step == t.total_steps:
+                if due_at(t.checkpoint_every):
                     self.save(os.path.join(self.ckpt_dir, "latest.pt"))
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(self.step - before)
         except KeyboardInterrupt:
             interrupted = True
             signal.signal(signal.SIGINT, signal.SIG_DFL)     # a second Ctrl-C kills at once
@@ -252,6 +280,57 @@ class Trainer:
         if self._stop:                    # asked twice: stop now
             raise KeyboardInterrupt
         self._stop = True
+
+    def _collect(self) -> list:
+        """One step of the single env -> [(return, length)] of the episode it ended, if any."""
+        obs = {k: self.td[k] for k in self.obs_keys}
+        if self.step < self.cfg.trainer.prefill:
+            action = self._random_action()
+            self.actor.features(obs)          # keep the acting context in step
+        else:
+            action = self.actor.act(obs)
+        self.td, done = self._env_step(self.td, action)
+        self.step += 1
+        if not done:
+            return []
+        finished = [(self.ep_return, self.ep_len)]
+        self.td = self._start_episode()
+        return finished
+
+    def _start_lanes(self) -> TensorDict:
+        """Fresh episodes in every lane. A resumed run starts new episodes here: exact resume of the
+        interrupted episodes is for num_envs=1 (their rows already in the replay are kept)."""
+        self.env.set_seed(self._episode_seed(self.episodes))
+        self.episodes += self.num_envs
+        for lane in self.actor.lanes:
+            lane.reset()
+        self.lane_return.zero_()
+        self.lane_len.zero_()
+        return self.env.reset()
+
+    def _collect_lanes(self) -> list:
+        """One step in each lane of the batched env (lanes reset on their own when done)."""
+        N = self.num_envs
+        feats = self.actor.features({k: self.td[k] for k in self.obs_keys})             # [N, F]
+        if self.step < self.cfg.trainer.prefill:
+            action = torch.stack([self._random_action() for _ in range(N)])
+        else:
+            with torch.no_grad():
+                action = self.agent.act(feats, False)
+        self.td["action"] = action.to(self.env.action_spec.dtype).reshape(self.env.action_spec.shape)
+        td, self.td = self.env.step_and_maybe_reset(self.td)
+        self.actor.record(action)
+        self.replay.extend(td.select(*self.obs_keys, "action", "is_init", *ROW_KEYS_NEXT))
+        self.lane_return += td["next", "reward"].reshape(N)
+        self.lane_len += 1
+        self.step += N
+        finished = []
+        for i in td["next", "done"].reshape(N).nonzero().flatten().tolist():
+            finished.append((float(self.lane_return[i]), int(self.lane_len[i])))
+            self.lane_return[i], self.lane_len[i] = 0.0, 0
+            self.actor.lanes[i].reset()
+            self.episodes += 1
+        return finished
 
     def _episode_seed(self, index: int) -> int:
         return (self.cfg.seed + 7919 * self.rank) * 1_000_003 + index

@@ -10,6 +10,7 @@ overhead low (no spec guessing, no transform stack) and produces the same keys:
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -269,13 +270,16 @@ class QuatrixEnv(EnvBase):
         return f"QuatrixEnv({info['spec_str'] or type(self.gym_env.unwrapped).__name__}, obs={info['obs_kinds']}, action={info['action_kind']})"
 
 
-def make_env(spec, *, seed=None, num_envs: int = 1, max_episode_steps=None, **options) -> EnvBase:
+def make_env(spec, *, seed=None, num_envs: int = 1, parallel: bool = False, max_episode_steps=None,
+             **options) -> EnvBase:
     """Make a torchrl env following the Quatrix data contract.
 
     spec: a registered gymnasium id ("CartPole-v1", "MiniGrid-Empty-6x6-v0", "QuatrixWorld/ListenCorridor-v0"),
     "package.module:Name" (a gymnasium.Env subclass or a callable returning one), a gymnasium.Env instance,
     or a gymnasium.Env class. options: `full_view`, `tile_size` (MiniGrid), `clip_nonfinite_reward`,
     `tokenizer` (a Tokenizer), `render_mode`; anything else goes to the env constructor / gymnasium.make.
+    num_envs > 1 gives a batched env of that many copies: torchrl's SerialEnv (in this process) or,
+    with parallel=True, its ParallelEnv (one worker process per copy).
     """
     if not isinstance(num_envs, int) or num_envs < 1:
         raise EnvError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -283,11 +287,12 @@ def make_env(spec, *, seed=None, num_envs: int = 1, max_episode_steps=None, **op
         if isinstance(spec, gym.Env):
             raise EnvError("num_envs>1 needs an id, 'module:Name' or an Env class, not an env instance — "
                            "pass the class so each copy is its own env")
-        from torchrl.envs import SerialEnv
+        from torchrl.envs import ParallelEnv, SerialEnv
         first = make_env(spec, seed=None, max_episode_steps=max_episode_steps, **options)
         info = first.quatrix_info
         first.close()
-        env = SerialEnv(num_envs, lambda: make_env(spec, max_episode_steps=max_episode_steps, **options))
+        one = functools.partial(make_env, spec, max_episode_steps=max_episode_steps, **options)   # picklable
+        env = (ParallelEnv if parallel else SerialEnv)(num_envs, one)
         env.quatrix_info = dict(info, num_envs=num_envs)
         if seed is not None:
             env.set_seed(int(seed))

@@ -132,7 +132,7 @@ class EpisodeReplay:
         self._writer = RoundRobinWriter()
         self.sampler = ContiguousWindowSampler(seq_len, self._writer)
         self.buffer = ReplayBuffer(storage=store, sampler=self.sampler, writer=self._writer,
-                                   batch_size=batch_size * seq_len, generator=self.generator)
+                                   generator=self.generator)     # batch size given at each sample()
         self._keys: list | None = None
 
     # ------------------------------------------------------------------ writing
@@ -175,6 +175,10 @@ class EpisodeReplay:
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
         return len(self.buffer)
+
+    def ready(self) -> bool:
+        """True once a [batch_size, seq_len] batch can be sampled."""
+        return len(self) >= self.seq_len
 
     def sample(self, batch_size: int | None = None) -> TensorDictBase:
         """-> TensorDict [batch_size, seq_len] of consecutive rows (reproducible given the seed)."""
@@ -229,3 +233,78 @@ class EpisodeReplay:
     def __repr__(self) -> str:
         return (f"EpisodeReplay({len(self)}/{self.capacity} transitions, seq_len={self.seq_len}, "
                 f"batch_size={self.batch_size}, storage={self.storage_kind})")
+
+
+class LaneReplay:
+    """One EpisodeReplay per env lane, for a batched env: rows [N] in, [B, T] windows out.
+
+    Lane i's rows form one stream in time order, so a window never joins two envs. Each lane holds
+    capacity // N rows; a batch takes its B windows from lanes drawn uniformly (with the replay's
+    generator, so sampling is reproducible) among the lanes that can already fill a window.
+    """
+
+    def __init__(self, num_lanes: int, capacity: int, seq_len: int, batch_size: int, storage: str = "memory",
+                 scratch_dir: str | None = None, device="cpu", seed: int | None = None):
+        if not isinstance(num_lanes, int) or num_lanes < 1:
+            raise EnvError(f"LaneReplay num_lanes must be a positive int, got {num_lanes!r}")
+        if capacity // num_lanes < seq_len:
+            raise EnvError(f"replay capacity {capacity} split over {num_lanes} env lanes leaves {capacity // num_lanes} "
+                           f"rows per lane, fewer than seq_len={seq_len} — raise the capacity")
+        self.num_lanes, self.capacity, self.seq_len, self.batch_size = num_lanes, capacity, seq_len, batch_size
+        self.lanes = [EpisodeReplay(capacity // num_lanes, seq_len, batch_size, storage=storage,
+                                    scratch_dir=None if scratch_dir is None else os.path.join(scratch_dir, f"lane{i}"),
+                                    device=device, seed=None if seed is None else seed * 1009 + i)
+                      for i in range(num_lanes)]
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
+
+    def extend(self, td: TensorDictBase) -> None:
+        """Append one vector step: row i (of a [N] TensorDict) goes to lane i."""
+        if not isinstance(td, TensorDictBase) or td.batch_dims != 1 or td.shape[0] != self.num_lanes:
+            shape = tuple(td.shape) if isinstance(td, TensorDictBase) else type(td).__name__
+            raise EnvError(f"LaneReplay.extend takes one [{self.num_lanes}] TensorDict per vector step "
+                           f"(one row per env lane), got {shape}")
+        for lane, row in zip(self.lanes, td.unbind(0)):
+            lane.extend(row)
+
+    add = extend
+
+    def __len__(self) -> int:
+        return sum(len(lane) for lane in self.lanes)
+
+    def ready(self) -> bool:
+        return any(lane.ready() for lane in self.lanes)
+
+    def sample(self, batch_size: int | None = None) -> TensorDictBase:
+        """-> TensorDict [batch_size, seq_len]; each window from one lane."""
+        B = self.batch_size if batch_size is None else int(batch_size)
+        ready = [i for i, lane in enumerate(self.lanes) if lane.ready()]
+        if not ready:
+            raise EnvError(f"no env lane holds seq_len={self.seq_len} transitions yet — collect more steps before sampling")
+        pick = torch.tensor(ready)[torch.randint(len(ready), (B,), generator=self.generator)]
+        counts = torch.bincount(pick, minlength=self.num_lanes).tolist()
+        parts = [self.lanes[i].sample(c) for i, c in enumerate(counts) if c]
+        return torch.cat(parts, 0)
+
+    def memory_bytes(self) -> int:
+        return sum(lane.memory_bytes() for lane in self.lanes)
+
+    def state_dict(self) -> dict:
+        return {"num_lanes": self.num_lanes, "lanes": [lane.state_dict() for lane in self.lanes],
+                "rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("num_lanes", 1)
+        if saved != self.num_lanes:
+            raise EnvError(f"the replay was saved with {saved} env lane(s), this run has {self.num_lanes} — "
+                           f"resume with trainer.num_envs={saved}")
+        for lane, st in zip(self.lanes, state["lanes"]):
+            lane.load_state_dict(st)
+        self.generator.set_state(state["rng"])
+
+    def __repr__(self) -> str:
+        return (f"LaneReplay({self.num_lanes} lanes, {len(self)}/{self.capacity} transitions, "
+                f"seq_len={self.seq_len}, batch_size={self.batch_size})")

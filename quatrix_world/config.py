@@ -146,6 +146,8 @@ class TrainerConfig:
     video_every_eval: bool = True
     max_nonfinite_skips: int = 20
     progress: bool = True
+    num_envs: int = 1                # env lanes stepped together (one batched policy call per vector step)
+    parallel_envs: bool = False      # lanes in worker processes (torchrl ParallelEnv) instead of SerialEnv
 
 
 @dataclass
@@ -171,7 +173,7 @@ class Config:
 
 _POSITIVE = {
     "trainer.batch_size", "trainer.seq_len", "trainer.replay_capacity", "trainer.total_steps",
-    "trainer.eval_episodes", "trainer.eval_every", "trainer.checkpoint_every", "trainer.log_every",
+    "trainer.eval_episodes", "trainer.eval_every", "trainer.num_envs", "trainer.checkpoint_every", "trainer.log_every",
     "agent.horizon", "agent.group_size", "agent.starts", "agent.context_len", "agent.epochs",
     "agent.hidden_size", "world.hidden_size", "world.num_layers", "world.q_rank", "world.num_heads",
     "world.latent_groups", "world.latent_classes", "world.max_seq_len", "world.reward_bins",
@@ -199,6 +201,9 @@ def validate(cfg: Config) -> Config:
     if cfg.trainer.prefill < cfg.trainer.seq_len:
         raise ConfigError(f"trainer.prefill ({cfg.trainer.prefill}) must be >= trainer.seq_len "
                           f"({cfg.trainer.seq_len}) so the first batch can be sampled")
+    if cfg.trainer.replay_capacity < cfg.trainer.num_envs * cfg.trainer.seq_len:
+        raise ConfigError(f"trainer.replay_capacity ({cfg.trainer.replay_capacity}) must hold trainer.seq_len "
+                          f"({cfg.trainer.seq_len}) rows for each of trainer.num_envs ({cfg.trainer.num_envs}) lanes")
     if not 0.0 < cfg.agent.discount <= 1.0:
         raise ConfigError(f"agent.discount must be in (0, 1], got {cfg.agent.discount}")
     if cfg.agent.context_len + cfg.agent.horizon + 1 > cfg.world.max_seq_len:

@@ -128,3 +128,22 @@ def test_nonfinite_loss_is_skipped_then_stops(tmp_path):
     changed = any(not torch.equal(before[k], v) for k, v in tr.world.state_dict().items())
     assert changed                                   # the two good updates were applied
     assert os.path.exists(os.path.join(tmp_path, "run", "checkpoints", "latest.pt"))   # last good checkpoint
+
+
+def test_parallel_env_lanes_train_and_resume(tmp_path):
+    """trainer.num_envs=2 with torchrl's ParallelEnv: trains, checkpoints, resumes with counters going on."""
+    run = str(tmp_path / "lanes")
+    lanes = ["--set", "trainer.num_envs=2", "--set", "trainer.parallel_envs=true"]
+    train("--run-dir", run, *lanes, "--set", "trainer.total_steps=300")
+    ck = load_checkpoint(os.path.join(run, "checkpoints", "latest.pt"))
+    assert ck["counters"]["step"] == 300 and ck["replay"]["num_lanes"] == 2
+    assert [lane["len"] for lane in ck["replay"]["lanes"]] == [150, 150]     # each lane its own stream
+    names = [r[2] for r in rows(run)]
+    assert names.count("train/episode_return") == 2       # each lane ends its 144-step episode once
+    train("--resume", run, "--set", "trainer.total_steps=400")
+    ck = load_checkpoint(os.path.join(run, "checkpoints", "latest.pt"))
+    assert ck["counters"]["step"] == 400 and ck["counters"]["updates"] == int((400 - 100 + 1) * 0.1)
+    evals = [int(r[0]) for r in rows(run) if r[2] == "eval/return"]
+    assert evals == [150, 300, 400]                       # every 150 steps, and at the end of each run
+    steps = [int(r[0]) for r in rows(run)]
+    assert steps == sorted(steps)                         # no duplicated or reordered rows
