@@ -160,6 +160,9 @@ def validate(leaf: Leaf, x) -> Any:
                            f"{x.dtype} — return uint8 images (e.g. obs.astype(np.uint8))")
         if x.dtype.kind not in "biuf":
             raise EnvError(f"{where} does not match its space: expected numeric dtype {sp.dtype}, got {x.dtype}")
+        if (sp.dtype.kind == "f") != (x.dtype.kind == "f"):     # float32 vs float64 is fine; int vs float is not
+            raise EnvError(f"{where} does not match its space: expected dtype {sp.dtype} shape {sp.shape}, got dtype "
+                           f"{x.dtype} — return obs.astype(np.{sp.dtype}) or declare the Box with dtype={x.dtype}")
         return x
     if isinstance(sp, spaces.Discrete):
         if not isinstance(x, (int, np.integer)) and not (isinstance(x, np.ndarray) and x.shape == () and x.dtype.kind in "iu"):

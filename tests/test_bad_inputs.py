@@ -53,6 +53,10 @@ BAD_ENVS = textwrap.dedent('''
         def _obs(self):
             return np.zeros((16, 16, 3), np.float32)
 
+    class IntVectorEnv(Base):
+        def _obs(self):
+            return np.zeros(3, np.int64)
+
     class NanRewardEnv(Base):
         def _reward(self):
             return float("nan")
@@ -186,6 +190,8 @@ ENV_CASES = {
                           ["does not match its space", "expected shape (3,)", "got shape (4,)", "fix the env"]),
     "image dtype": (["train", *DEBUG, "--run-dir", "dtype_run", "--quiet", "--set", "env.id=qw_bad_envs:FloatImageEnv"],
                     ["does not match its space", "expected dtype uint8", "got dtype float32", "astype(np.uint8)"]),
+    "vector dtype": (["env-check", "qw_bad_envs:IntVectorEnv"],
+                     ["does not match its space", "expected dtype float32", "got dtype int64", "astype(np.float32)"]),
     "NaN reward (env-check)": (["env-check", "qw_bad_envs:NanRewardEnv"],
                                ["non-finite reward nan", "clip_nonfinite_reward=True"]),
     "attribute typo": (["env-check", "qw_bad_envs:NanRewardEnvv"],
@@ -326,6 +332,8 @@ def test_api_observation_does_not_match_space(bad_envs):
         make_env(bad_envs.WrongShapeEnv).reset()
     with pytest.raises(EnvError, match="expected dtype uint8 .* got dtype float32"):
         make_env(bad_envs.FloatImageEnv).reset()
+    with pytest.raises(EnvError, match=r"expected dtype float32 shape \(3,\), got dtype int64 .*astype\(np.float32\)"):
+        make_env(bad_envs.IntVectorEnv).reset()
 
 
 def test_api_nan_reward(bad_envs):
