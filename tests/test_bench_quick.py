@@ -45,3 +45,14 @@ def test_ablation_and_learning_quick(tmp_path):
     run("bench/learning.py", "--quick", "--out", str(out), "--runs", str(tmp_path / "runs"))
     r = json.loads(out.read_text())["debug"]["actor_critic"]["0"]
     assert r["history"] and r["total_steps"] == 300
+
+
+def test_collect_quick(tmp_path):
+    out = tmp_path / "collect.json"
+    run("bench/collect.py", "--quick", "--out", str(out))
+    res = json.loads((tmp_path / "collect_quick.json").read_text())
+    assert [r["num_envs"] for r in res["rows"]] == [1, 2, 2]
+    assert [r["parallel_envs"] for r in res["rows"]] == [False, False, True]
+    for r in res["rows"]:
+        assert r["collect_steps_per_s_policy"] > 0 and 0 < r["train_steps_per_s_implied"] < r["collect_steps_per_s_policy"]
+    assert res["update_seconds"] > 0
