@@ -145,6 +145,11 @@ def import_learning(paths: list[str], root: str) -> None:
                         rows.append(row)
                         if row[2] >= threshold:
                             break
+                    total = r.get("total_steps")
+                    if not rows or (rows[-1][2] < threshold and total is not None and rows[-1][0] < total):
+                        print(f"skipped {path}: {agent} {env_id} seed {seed} is incomplete (no crossing, last eval "
+                              f"at {rows[-1][0] if rows else 0} of {total} steps: interrupted?)", flush=True)
+                        continue
                     write_csv(csv_path(root, agent, env_id, int(seed)), rows)
                     print(f"imported {path}: {agent} {env_id} seed {seed} ({len(rows)} evals, last "
                           f"{rows[-1][0]} steps score {rows[-1][2]:.3f})", flush=True)
@@ -158,7 +163,7 @@ def _median_iqr(values: list[float], budget: int):
     big = 1e18
     v = np.array([big if x is None else x for x in values], dtype=float)
     def ok(x):
-        return None if x >= big / 2 else float(x)
+        return None if x >= big / 2 else round(float(x), 2)
     return ok(np.median(v)), [ok(np.percentile(v, 25)), ok(np.percentile(v, 75))]
 
 
