@@ -30,9 +30,9 @@ from quatrix_world.config import load_config   # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def trainer_for(config: str, num_envs: int, parallel: bool, prefill: int, extra: list, root: str) -> Trainer:
+def trainer_for(config: str, num_envs: int, parallel: bool, prefill: int, root: str) -> Trainer:
     cfg = load_config(["default.yaml", config], [f"trainer.num_envs={num_envs}", f"trainer.parallel_envs={parallel}",
-                                                 f"trainer.prefill={prefill}", "trainer.progress=false", *extra])
+                                                 f"trainer.prefill={prefill}", "trainer.progress=false"])
     return Trainer(cfg, tempfile.mkdtemp(dir=root), quiet=True)
 
 
@@ -56,7 +56,6 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=os.path.join(HERE, "results", "collect.json"))
     a = p.parse_args()
-    extra = []
     if a.quick:
         a.config, a.lanes, a.steps, a.updates, a.repeats = "debug.yaml", 2, 40, 2, 1
         a.out = a.out.replace(".json", "_quick.json")
@@ -67,10 +66,10 @@ def main() -> None:
     update_s = float("inf")
     for _ in range(a.repeats):
         for name, n, parallel in settings:
-            tr = trainer_for(a.config, n, parallel, 10**9, extra, root)          # prefill never ends: random
+            tr = trainer_for(a.config, n, parallel, 10**9, root)          # prefill never ends: random
             best[name]["random_actions"] = max(best[name]["random_actions"], collect_rate(tr, a.steps))
             tr.env.close()
-            tr = trainer_for(a.config, n, parallel, tr.cfg.trainer.seq_len, extra, root)   # the policy acts
+            tr = trainer_for(a.config, n, parallel, tr.cfg.trainer.seq_len, root)   # the policy acts
             best[name]["policy_actions"] = max(best[name]["policy_actions"], collect_rate(tr, a.steps))
             if n == 1:                        # updates do not depend on the lanes: time them once per repeat
                 t0 = time.perf_counter()
