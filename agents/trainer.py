@@ -432,17 +432,18 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def run_episodes(self, n: int, deterministic: bool, seed_base: int, keep_first: bool = False):
-        """Returns of `n` fresh eval episodes (and the first episode's obs/actions/frames)."""
-        window = self.cfg.trainer.seq_len - 1
-        eps = [play_episode(self.world, self.agent, self.eval_env, window, seed_base + i, deterministic,
-                            keep=keep_first and i == 0) for i in range(n)]
+        """Returns of `n` fresh eval episodes, played together (and the first one's obs/actions/frames)."""
+        eps = play_episodes(self.world, self.agent, self.eval_envs(n), self.cfg.trainer.seq_len - 1,
+                            [seed_base + i for i in range(n)], deterministic, keep_first=keep_first)
         return [e["return"] for e in eps], eps[0]
 
-    @property
-    def eval_env(self):
-        if not hasattr(self, "_eval_env"):
-            self._eval_env = build_env(self.cfg, self.cfg.seed + 10_000)
-        return self._eval_env
+    def eval_envs(self, n: int) -> list:
+        """n evaluation envs (built once, reset with each episode's own seed)."""
+        if not hasattr(self, "_eval_envs"):
+            self._eval_envs = []
+        while len(self._eval_envs) < n:
+            self._eval_envs.append(build_env(self.cfg, self.cfg.seed + 10_000 + len(self._eval_envs)))
+        return self._eval_envs[:n]
 
     def evaluate(self) -> dict:
         n = self.cfg.trainer.eval_episodes
@@ -608,29 +609,70 @@ def play_episode(world, agent, env, window: int, seed: int, deterministic: bool 
                  max_steps: int | None = None, keep: bool = False) -> dict:
     """One real episode with the agent acting through the world model -> return (and, with
     keep=True, its observations, actions and frames)."""
+    return play_episodes(world, agent, [env], window, [seed], deterministic, max_steps, keep_first=keep)[0]
+
+
+@torch.no_grad()
+def play_episodes(world, agent, envs: list, window: int, seeds: list[int], deterministic: bool = False,
+                  max_steps: int | None = None, keep_first: bool = False) -> list[dict]:
+    """Episode i on envs[i] reset with seeds[i], all stepped in lockstep -> one dict per episode.
+
+    The policy is OnlinePolicy's (z = posterior mode, h from the core over the last `window` (z, a)
+    tokens with positions from 0), batched: one encode, one core pass and one policy call per step
+    for every episode still running, so n episodes cost about the model time of one. Episodes that
+    end drop out of the batch. keep_first keeps episode 0's observations and frames (for videos).
+    """
     from torchrl.envs.utils import step_mdp
-    actor = OnlinePolicy(world, agent, window)
-    env.set_seed(seed)
-    td = env.reset()
-    out = {"obs": [], "actions": [], "rewards": [], "frames": []}
-    done = False
-    while not done and (max_steps is None or len(out["actions"]) < max_steps):
-        obs = {k: td[k] for k in world.obs_desc}
-        if keep:
-            out["obs"].append(obs)
-            frame = frame_of(env, obs, world.obs_desc)
+    n = len(envs)
+    if len(seeds) != n:
+        raise ValueError(f"play_episodes needs one seed per env, got {len(seeds)} seeds for {n} envs")
+    tds = []
+    for env, seed in zip(envs, seeds):
+        env.set_seed(seed)
+        tds.append(env.reset())
+    outs = [{"obs": [], "actions": [], "rewards": [], "frames": []} for _ in range(n)]
+    z_hist, a_hist = deque(maxlen=window), deque(maxlen=window)    # per step: [n, Z], [n, ...] (all episodes)
+    running = list(range(n))
+    steps = 0
+    while running and (max_steps is None or steps < max_steps):
+        idx = torch.tensor(running)
+        obs = {k: torch.stack([tds[i][k] for i in running]) for k in world.obs_desc}     # [m, ...]
+        if keep_first and running[0] == 0:
+            first = {k: v[0] for k, v in obs.items()}
+            outs[0]["obs"].append(first)
+            frame = frame_of(envs[0], first, world.obs_desc)
             if frame is not None:
-                out["frames"].append(frame)
-        a = actor.act(obs, deterministic)
-        td["action"] = a.to(env.action_spec.dtype).reshape(env.action_spec.shape)
-        td = env.step(td)
-        actor.record(a)
-        out["actions"].append(a)
-        out["rewards"].append(float(td["next", "reward"]))
-        done = bool(td["next", "done"])
-        td = step_mdp(td, exclude_action=True)
-    out["return"] = float(sum(out["rewards"]))
-    return out
+                outs[0]["frames"].append(frame)
+        post = world.encode({k: v[:, None] for k, v in obs.items()})                    # [m, 1, G, C]
+        z = mode_onehot(post).flatten(-2)[:, 0]                                          # [m, Z]
+        if z_hist:
+            zs = torch.stack(list(z_hist), 1)[idx]                                       # [m, T, Z]
+            acts = torch.stack(list(a_hist), 1)[idx]                                     # [m, T, ...]
+            h = world.run_core(zs, acts, torch.zeros(zs.shape[:2], dtype=torch.bool))[:, -1]
+        else:
+            h = world.h0.expand(len(running), -1)
+        a = agent.act(world.features(z, h), deterministic)                              # [m] or [m, d]
+        z_all = torch.zeros(n, z.shape[-1])
+        z_all[idx] = z
+        a_all = torch.zeros((n, *a.shape[1:]), dtype=a.dtype)
+        a_all[idx] = a
+        z_hist.append(z_all)
+        a_hist.append(a_all)
+        still = []
+        for j, i in enumerate(running):
+            env, td = envs[i], tds[i]
+            td["action"] = a[j].to(env.action_spec.dtype).reshape(env.action_spec.shape)
+            td = env.step(td)
+            outs[i]["actions"].append(a[j].clone())
+            outs[i]["rewards"].append(float(td["next", "reward"]))
+            if not bool(td["next", "done"]):
+                still.append(i)
+            tds[i] = step_mdp(td, exclude_action=True)
+        running = still
+        steps += 1
+    for out in outs:
+        out["return"] = float(sum(out["rewards"]))
+    return outs
 
 
 def episode_batch(ep: dict, upto: int, world) -> TensorDict:
