@@ -206,10 +206,7 @@ class Trainer:
     def train(self) -> dict:
         t = self.cfg.trainer
         start_wall = time.time() - self.wall
-        if self.num_envs == 1:
-            self.td = self._start_episode(replay_actions=self.ep_actions)
-        else:
-            self.td = self._start_lanes()
+        self.start_collection(replay_actions=self.ep_actions)
         bar = self._progress()
         interrupted = False
         self._stop = False
@@ -222,7 +219,7 @@ class Trainer:
                     raise KeyboardInterrupt
                 # 1. act in the real env: one step, or one step in each of num_envs lanes
                 before = self.step
-                finished = self._collect() if self.num_envs == 1 else self._collect_lanes()
+                finished = self.collect_step()
                 # 2. keep the replay ratio: updates_due = (steps since prefill) x ratio
                 if self.step >= t.prefill and self.replay.ready():
                     due = int((self.step - t.prefill + 1) * t.replay_ratio)
@@ -280,6 +277,18 @@ class Trainer:
         if self._stop:                    # asked twice: stop now
             raise KeyboardInterrupt
         self._stop = True
+
+    def start_collection(self, replay_actions=None) -> None:
+        """Fresh episode(s) to collect from: the single env (replaying `replay_actions` on resume)
+        or every lane of a batched env."""
+        if self.num_envs == 1:
+            self.td = self._start_episode(replay_actions=replay_actions)
+        else:
+            self.td = self._start_lanes()
+
+    def collect_step(self) -> list:
+        """One env step (one in each lane with num_envs > 1) -> [(return, length)] of finished episodes."""
+        return self._collect() if self.num_envs == 1 else self._collect_lanes()
 
     def _collect(self) -> list:
         """One step of the single env -> [(return, length)] of the episode it ended, if any."""

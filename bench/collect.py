@@ -4,8 +4,8 @@
     python bench/collect.py --quick          # a few seconds (smoke test)
 
 For each setting (1 env; N lanes in-process via torchrl SerialEnv; N lanes in worker processes via
-torchrl ParallelEnv) this drives the trainer's own collection step (`Trainer._collect` /
-`_collect_lanes`: encode the observation, run the core on the episode so far, act, env.step, write
+torchrl ParallelEnv) this drives the trainer's own collection step (`Trainer.collect_step`:
+encode the observation, run the core on the episode so far, act, env.step, write
 the replay) on MiniGrid-Empty-6x6 pixels with the shipped world model, and reports env steps/s for
 random actions (as during prefill) and for the policy's actions. It then times world-model + agent
 updates and gives the training throughput these imply at the shipped replay ratio:
@@ -38,11 +38,10 @@ def trainer_for(config: str, num_envs: int, parallel: bool, prefill: int, root: 
 
 def collect_rate(tr: Trainer, steps: int) -> float:
     """Env steps/s of the trainer's collection step alone (no updates)."""
-    tr.td = tr._start_episode() if tr.num_envs == 1 else tr._start_lanes()
-    collect = tr._collect if tr.num_envs == 1 else tr._collect_lanes
+    tr.start_collection()
     start, t0 = tr.step, time.perf_counter()
     while tr.step - start < steps:
-        collect()
+        tr.collect_step()
     return (tr.step - start) / (time.perf_counter() - t0)
 
 

@@ -100,6 +100,16 @@ class ContiguousWindowSampler(Sampler):
         return f"ContiguousWindowSampler(seq_len={self.seq_len})"
 
 
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A torch.Generator seeded with `seed`, or from OS entropy when seed is None."""
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
 class EpisodeReplay:
     """Transitions in, [batch_size, seq_len] windows out. See the module docstring for the design."""
 
@@ -124,11 +134,7 @@ class EpisodeReplay:
         else:
             self.scratch_dir = None
             store = LazyTensorStorage(capacity, device=self.device)
-        self.generator = torch.Generator()
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(int(seed))
+        self.generator = seeded_generator(seed)
         self._writer = RoundRobinWriter()
         self.sampler = ContiguousWindowSampler(seq_len, self._writer)
         self.buffer = ReplayBuffer(storage=store, sampler=self.sampler, writer=self._writer,
@@ -255,11 +261,7 @@ class LaneReplay:
                                     scratch_dir=None if scratch_dir is None else os.path.join(scratch_dir, f"lane{i}"),
                                     device=device, seed=None if seed is None else seed * 1009 + i)
                       for i in range(num_lanes)]
-        self.generator = torch.Generator()
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(int(seed))
+        self.generator = seeded_generator(seed)
 
     def extend(self, td: TensorDictBase) -> None:
         """Append one vector step: row i (of a [N] TensorDict) goes to lane i."""
