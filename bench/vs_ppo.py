@@ -160,11 +160,12 @@ def import_learning(paths: list[str], root: str) -> None:
 def _median_iqr(values: list[float], budget: int):
     """Median and IQR with unsolved seeds counted as 'beyond the budget' (censored): a statistic that
     lands beyond the budget is None."""
-    big = 1e18
-    v = np.array([big if x is None else x for x in values], dtype=float)
+    # unsolved = +inf: any statistic that interpolates with an unsolved seed is inf (or nan) -> None
+    v = np.array([np.inf if x is None else x for x in values], dtype=float)
     def ok(x):
-        return None if x >= big / 2 else round(float(x), 2)
-    return ok(np.median(v)), [ok(np.percentile(v, 25)), ok(np.percentile(v, 75))]
+        return round(float(x), 2) if np.isfinite(x) else None
+    with np.errstate(invalid="ignore"):          # inf - inf inside the interpolation
+        return ok(np.median(v)), [ok(np.percentile(v, 25)), ok(np.percentile(v, 75))]
 
 
 def summarise(histories: dict, threshold: float, budget: int) -> dict:

@@ -56,3 +56,13 @@ def test_collect_quick(tmp_path):
     for r in res["rows"]:
         assert r["collect_steps_per_s_policy"] > 0 and 0 < r["train_steps_per_s_implied"] < r["collect_steps_per_s_policy"]
     assert res["update_seconds"] > 0
+
+
+def test_censored_median_and_iqr():
+    """Unsolved seeds count as beyond the budget: a statistic that lands on (or between) them is None."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    from vs_ppo import _median_iqr
+    assert _median_iqr([5000, 6000, 8000, 6000, 5000], 30000) == (6000.0, [5000.0, 6000.0])
+    assert _median_iqr([5000, 6000, None, None, 7000], 30000) == (7000.0, [6000.0, None])
+    assert _median_iqr([28000, None], 30000) == (None, [None, None])       # no value between solved and unsolved
+    assert _median_iqr([None, None], 30000) == (None, [None, None])
