@@ -85,6 +85,21 @@ def env_specs(env) -> tuple[dict, dict]:
     return describe_obs({k: obs_spec[k] for k in keys}, kinds), describe_action(act_spec)
 
 
+def latent_mode(world: QuatrixWorld, obs: dict) -> torch.Tensor:
+    """One step's observations {key: [N, ...]} -> posterior mode z [N, Z] (acting is deterministic given obs)."""
+    return mode_onehot(world.encode({k: obs[k][:, None] for k in world.obs_desc})).flatten(-2)[:, 0]
+
+
+def window_features(world: QuatrixWorld, z: torch.Tensor, zs=None, acts=None) -> torch.Tensor:
+    """Features [N, F] of latents z [N, Z] after context tokens zs [N, T, Z], acts [N, T, ...] with
+    positions from 0, exactly like a replay window (no context: h0)."""
+    if zs is None:
+        h = world.h0.expand(z.shape[0], -1)
+    else:
+        h = world.run_core(zs, acts, torch.zeros(zs.shape[:2], dtype=torch.bool))[:, -1]
+    return world.features(z, h)
+
+
 class OnlinePolicy:
     """Runs the world model on the real episode so far and asks the agent for an action.
 
@@ -101,22 +116,15 @@ class OnlinePolicy:
 
     @torch.no_grad()
     def features(self, obs: dict) -> torch.Tensor:
-        post = self.world.encode({k: obs[k][None, None] for k in self.world.obs_desc})   # [1, 1, G, C]
-        return self.features_of(mode_onehot(post).flatten(-2)[0, 0])                     # z: [Z]
+        return self.features_of(latent_mode(self.world, {k: obs[k][None] for k in self.world.obs_desc})[0])
 
     @torch.no_grad()
     def features_of(self, z: torch.Tensor) -> torch.Tensor:
         """[1, F] features of the current step's latent z [Z] given this episode's context."""
-        w = self.world
-        if self.z:
-            zs = torch.stack(list(self.z))[None]
-            acts = torch.stack(list(self.a))[None]
-            T = zs.shape[1]
-            h = w.run_core(zs, acts, torch.zeros(1, T, dtype=torch.bool))[0, -1]
-        else:
-            h = w.h0
         self._pending_z = z
-        return w.features(z, h)[None]
+        if not self.z:
+            return window_features(self.world, z[None])
+        return window_features(self.world, z[None], torch.stack(list(self.z))[None], torch.stack(list(self.a))[None])
 
     @torch.no_grad()
     def act(self, obs: dict, deterministic: bool = False) -> torch.Tensor:
@@ -137,8 +145,7 @@ class LanePolicy:
 
     @torch.no_grad()
     def features(self, obs: dict) -> torch.Tensor:
-        post = self.world.encode({k: obs[k][:, None] for k in self.world.obs_desc})   # [N, 1, G, C]
-        z = mode_onehot(post).flatten(-2)[:, 0]                                        # [N, Z]
+        z = latent_mode(self.world, obs)                                               # [N, Z]
         return torch.cat([lane.features_of(z[i]) for i, lane in enumerate(self.lanes)])  # [N, F]
 
     def record(self, actions: torch.Tensor) -> None:
@@ -652,15 +659,12 @@ def play_episodes(world, agent, envs: list, window: int, seeds: list[int], deter
             frame = frame_of(envs[0], first, world.obs_desc)
             if frame is not None:
                 outs[0]["frames"].append(frame)
-        post = world.encode({k: v[:, None] for k, v in obs.items()})                    # [m, 1, G, C]
-        z = mode_onehot(post).flatten(-2)[:, 0]                                          # [m, Z]
-        if z_hist:
-            zs = torch.stack(list(z_hist), 1)[idx]                                       # [m, T, Z]
-            acts = torch.stack(list(a_hist), 1)[idx]                                     # [m, T, ...]
-            h = world.run_core(zs, acts, torch.zeros(zs.shape[:2], dtype=torch.bool))[:, -1]
+        z = latent_mode(world, obs)                                                      # [m, Z]
+        if z_hist:                # context [m, T, Z] / [m, T, ...] of the episodes still running
+            feat = window_features(world, z, torch.stack(list(z_hist), 1)[idx], torch.stack(list(a_hist), 1)[idx])
         else:
-            h = world.h0.expand(len(running), -1)
-        a = agent.act(world.features(z, h), deterministic)                              # [m] or [m, d]
+            feat = window_features(world, z)
+        a = agent.act(feat, deterministic)                                               # [m] or [m, d]
         z_all = torch.zeros(n, z.shape[-1])
         z_all[idx] = z
         a_all = torch.zeros((n, *a.shape[1:]), dtype=a.dtype)
