@@ -5,9 +5,11 @@ import json
 import os
 import sys
 
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from bench.vs_ppo import _median_iqr     # noqa: E402  (the censored median vs_ppo.json reports)
 
 
 def main(path: str = os.path.join(HERE, "results", "learning.json")) -> None:
@@ -30,10 +32,13 @@ def main(path: str = os.path.join(HERE, "results", "learning.json")) -> None:
                 print(f"| {env} | {agent} | {seed} | {steps if steps is not None else 'not reached'} | "
                       f"{r['seconds_to_threshold'] if steps is not None else '—'} | "
                       f"{r['final_return_sampled']:.3f} / {r['final_return']:.3f} |")
-            reached = [r["steps_to_threshold"] for r in seeds.values() if r["steps_to_threshold"] is not None]
-            if reached:
-                print(f"| {env} | {agent} | **median** | **{int(np.median(reached))}** "
-                      f"({len(reached)}/{len(seeds)} seeds) | | |")
+            steps = [r["steps_to_threshold"] for r in seeds.values()]
+            solved = [s for s in steps if s is not None]
+            # unsolved seeds count as beyond the budget (censored), as in vs_ppo.json
+            median = _median_iqr(steps, None)[0]
+            shown = f"**{int(median)}**" if median is not None else "**beyond the budget**"
+            print(f"| {env} | {agent} | **median** | {shown} ({len(solved)}/{len(seeds)} seeds solved"
+                  f"{'; unsolved seeds counted as beyond the budget' if len(solved) < len(seeds) else ''}) | | |")
         ax.axhline(next(iter(next(iter(agents.values())).values()))["threshold"], color="k", ls="--", lw=1)
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval return (sampled)")
