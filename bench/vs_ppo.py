@@ -160,12 +160,18 @@ def import_learning(paths: list[str], root: str) -> None:
 def _median_iqr(values: list[float], budget: int):
     """Median and IQR with unsolved seeds counted as 'beyond the budget' (censored): a statistic that
     lands beyond the budget is None."""
-    # unsolved = +inf: any statistic that interpolates with an unsolved seed is inf (or nan) -> None
-    v = np.array([np.inf if x is None else x for x in values], dtype=float)
-    def ok(x):
-        return round(float(x), 2) if np.isfinite(x) else None
-    with np.errstate(invalid="ignore"):          # inf - inf inside the interpolation
-        return ok(np.median(v)), [ok(np.percentile(v, 25)), ok(np.percentile(v, 75))]
+    v = sorted(np.inf if x is None else float(x) for x in values)      # unsolved = +inf
+    if not v:
+        return None, [None, None]
+
+    def quantile(q: float):
+        # numpy's linear interpolation, written out: numpy computes v[i] + 0 * (inf - v[i]) = nan
+        # when a quantile lands exactly on a solved seed next to an unsolved one
+        pos = q * (len(v) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        x = v[lo] if lo == hi else v[lo] + (pos - lo) * (v[hi] - v[lo])
+        return round(x, 2) if math.isfinite(x) else None
+    return quantile(0.5), [quantile(0.25), quantile(0.75)]
 
 
 def summarise(histories: dict, threshold: float, budget: int) -> dict:

@@ -66,3 +66,5 @@ def test_censored_median_and_iqr():
     assert _median_iqr([5000, 6000, None, None, 7000], 30000) == (7000.0, [6000.0, None])
     assert _median_iqr([28000, None], 30000) == (None, [None, None])       # no value between solved and unsolved
     assert _median_iqr([None, None], 30000) == (None, [None, None])
+    # a quantile that lands exactly on a solved seed next to an unsolved one is that seed's value
+    assert _median_iqr([None, 28000, 22000, 16000, 29000], 30000) == (28000.0, [22000.0, 29000.0])
