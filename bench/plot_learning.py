@@ -35,7 +35,7 @@ def main(path: str = os.path.join(HERE, "results", "learning.json")) -> None:
             steps = [r["steps_to_threshold"] for r in seeds.values()]
             solved = [s for s in steps if s is not None]
             # unsolved seeds count as beyond the budget (censored), as in vs_ppo.json
-            median = _median_iqr(steps, None)[0]
+            median = _median_iqr(steps)[0]
             shown = f"**{int(median)}**" if median is not None else "**beyond the budget**"
             print(f"| {env} | {agent} | **median** | {shown} ({len(solved)}/{len(seeds)} seeds solved"
                   f"{'; unsolved seeds counted as beyond the budget' if len(solved) < len(seeds) else ''}) | | |")

@@ -157,7 +157,7 @@ def import_learning(paths: list[str], root: str) -> None:
 
 # ----------------------------------------------------------------------------- summary
 
-def _median_iqr(values: list[float], budget: int):
+def _median_iqr(values: list[float]):
     """Median and IQR with unsolved seeds counted as 'beyond the budget' (censored): a statistic that
     lands beyond the budget is None."""
     v = sorted(np.inf if x is None else float(x) for x in values)      # unsolved = +inf
@@ -184,8 +184,8 @@ def summarise(histories: dict, threshold: float, budget: int) -> dict:
     finals = np.array(finals, dtype=float)
     n = len(finals)
     ci = T95[max(k for k in T95 if k <= n - 1)] * finals.std(ddof=1) / math.sqrt(n) if n > 1 else None
-    med_steps, iqr_steps = _median_iqr(list(per_seed_steps.values()), budget)
-    med_secs, _ = _median_iqr(list(per_seed_secs.values()), budget)
+    med_steps, iqr_steps = _median_iqr(list(per_seed_steps.values()))
+    med_secs, _ = _median_iqr(list(per_seed_secs.values()))
     solved = [s for s in per_seed_steps.values() if s is not None]
     return {"median_steps_to_threshold": med_steps, "iqr_steps_to_threshold": iqr_steps,
             "median_seconds_to_threshold": med_secs, "solved_seeds": len(solved),
