@@ -18,7 +18,9 @@ Two paths compute the same function:
     into a slow unfused path (~4x slower fwd at L=1024). Zero-padding state and action up to the
     value head dim leaves every score unchanged (the extra coordinates contribute 0 to the dot
     product; the scale is passed explicitly as 1/sqrt(r_head)) and keeps the fused kernel. This is
-    exact, not an approximation, and is measured by bench/mixer.py.
+    exact, not an approximation, and is measured by bench/mixer.py. On a GPU the T*S rule and the
+    padding are off (both measured slower there, bench/mixer.py --device cuda): SDPA's CUDA kernels
+    take a q/k head dim different from v's. Decoding steps (T <= 16) take the matmuls everywhere.
 
 KV cache: a decoding step appends the new tokens' (action, content) to the cache in place, then
 the new queries attend over cached + new keys. Plain Q-Compass caches r + H floats per token,
@@ -261,8 +263,11 @@ def _mix(module, x, attn_mask, cache, reference, q, k, v):
     p = module.dropout if module.training else 0.0
     # Short work (decoding steps, short sequences): plain matmuls beat SDPA's flash kernel on CPU
     # (T=1 over 256 cached keys: ~5x; L<=128 training: ~7%); longer: padded flash SDPA wins.
-    matmul = reference or T <= module.matmul_max_queries or T * S <= module.matmul_max_area
-    return _attend(q, k, v, mask, causal_plain, module.scale, p, matmul, module.pad_qk)
+    # On a GPU SDPA already wins at L=64 and its kernels take q/k head dims != v's, unpadded
+    # (bench/mixer.py --device cuda, H100): the area rule and the zero-padding are CPU-only.
+    cpu = x.device.type == "cpu"
+    matmul = reference or T <= module.matmul_max_queries or (cpu and T * S <= module.matmul_max_area)
+    return _attend(q, k, v, mask, causal_plain, module.scale, p, matmul, module.pad_qk and cpu)
 
 
 # ----------------------------------------------------------------------------- Q-Compass
