@@ -68,3 +68,31 @@ def test_censored_median_and_iqr():
     assert _median_iqr([None, None]) == (None, [None, None])
     # a quantile that lands exactly on a solved seed next to an unsolved one is that seed's value
     assert _median_iqr([None, 28000, 22000, 16000, 29000]) == (28000.0, [22000.0, 29000.0])
+
+
+def test_mixer_quick_with_decode(tmp_path):
+    out = tmp_path / "mixer.json"
+    run("bench/mixer.py", "--quick", "--decode", "--repeats", "1", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert res["config"]["device"] == "cpu" and res["config"]["dtype"] == "float32"
+    assert res["params_qcompass"] == 327_680 and res["params_mha"] == 1_048_576
+    assert {r["L"] for r in res["table"]} == {64, 256}
+    assert all(r["fast_vs_reference_max_abs_err"] < 1e-4 for r in res["table"])
+    dec = {(r["S"], r["variant"]): r for r in res["decode"]}
+    assert {S for S, _ in dec} == {256, 1024}
+    for S in (256, 1024):      # the measured cache (KVCache.nbytes) matches the per-token formula
+        mha = dec[(S, "mha")]["cache_mib"]
+        assert dec[(S, "qcompass")]["cache_mib"] / mha == res["cache_bytes_ratio_plain"] == 0.5625
+        assert dec[(S, "qcompass_compressed")]["cache_mib"] / mha == res["cache_bytes_ratio_compressed"] == 0.125
+        assert all(dec[(S, v)]["median_ms"] > 0 for v in ("qcompass", "qcompass_compressed", "mha"))
+
+
+def test_mixer_bad_arguments_name_the_fix(tmp_path):
+    r = subprocess.run([sys.executable, "bench/mixer.py", "--quick", "--lengths", "64", "--out", str(tmp_path / "x.json")],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode != 0 and "must include 256" in r.stderr
+    if not __import__("torch").cuda.is_available():
+        r = subprocess.run([sys.executable, "bench/mixer.py", "--quick", "--device", "cuda",
+                            "--out", str(tmp_path / "x.json")], capture_output=True, text=True, env=ENV, timeout=300)
+        assert r.returncode != 0 and "no CUDA device" in r.stderr
+    assert not (tmp_path / "x.json").exists()
