@@ -7,9 +7,11 @@
 H=512, r=64, 8 heads, batch 8, fp32 on CPU unless --device/--dtype say otherwise. Every repeat times each variant once, in turn
 (interleaved), so machine-load drift hits all variants alike; the median over repeats is reported.
 Variants (mixer only unless noted):
-  qcompass             default fast path: plain matmuls when L*L <= 128^2, else SDPA with state/action
-                       zero-padded to the value head dim (keeps the fused flash kernel)
-  qcompass_unpadded    always SDPA with q/k head dim 8 != v head dim 64 (the slow unfused CPU path)
+  qcompass             default fast path: on CPU plain matmuls when L*L <= 128^2, else SDPA with
+                       state/action zero-padded to the value head dim (keeps the fused flash kernel);
+                       on CUDA SDPA unpadded
+  qcompass_unpadded    always SDPA with q/k head dim 8 != v head dim 64 (the slow unfused CPU path;
+                       on CUDA the same as qcompass for L > 16)
   qcompass_compressed  content = W_c(state*action), all head dims r/heads
   mha                  W_q, W_k, W_v, W_o + SDPA
   block_qcompass / block_mha   full QuatrixBlock (LN, mixer, LN, 4x GELU FFN)
@@ -135,7 +137,8 @@ def run(lengths, variants, repeats, threads=None, key="median_ms"):
 
 def decode(lengths, batch, repeats, variants=("qcompass", "qcompass_compressed", "mha")):
     """One cached decoding step: x [batch, 1, H] attends over S cached tokens + itself (no grad).
-    Interleaved repeats, median wall time; cache size from KVCache.nbytes(); peak memory on CUDA."""
+    Interleaved repeats, median wall time; cache size from KVCache.nbytes(); on CUDA also the memory
+    the step adds at its peak (the appended copy of the cache)."""
     rows = []
     with torch.no_grad():
         for S in lengths:
@@ -270,7 +273,7 @@ def main(argv=None):
     busy = not gpu and max(load0[0], result["loadavg_end"][0]) > torch.get_num_threads()
     result["notes"] = [
         "Q-Compass saves on projections (W_s, W_a are H x r; no W_v, no W_q/W_k H x H); the attention "
-        "core is the same padded flash SDPA as MHA's, O(L^2), so the ratio rises with L (bounded by the "
+        "core is the same SDPA as MHA's (padded to one head dim on CPU), O(L^2), so the ratio rises with L (bounded by the "
         "core at long L). Unpadded SDPA (q/k dim 8 != v dim 64) leaves the fused kernel: see "
         "qcompass_unpadded at L=1024.",
         "L*L <= 128^2 uses plain matmuls (faster on CPU at short L and for decode steps).",
