@@ -14,7 +14,7 @@ from torch.distributions import Categorical, Independent, Normal
 
 from quatrix_world.config import AgentConfig
 from quatrix_world.encoders import mlp
-from quatrix_world.latents import TwoHot
+from quatrix_world.latents import TwoHot, sample_action
 
 
 class Actor(nn.Module):
@@ -50,7 +50,7 @@ class Actor(nn.Module):
         if deterministic:
             a = dist.probs.argmax(-1) if isinstance(dist, Categorical) else dist.mean
         else:
-            a = dist.sample()
+            a = sample_action(dist)
         if self.act_desc["kind"] != "discrete":
             a = torch.max(torch.min(a, self.high), self.low)
         return a

@@ -133,7 +133,15 @@ class TokenEncoder(nn.Module):
                                           max_seq_len=shape[0]))
 
     def forward(self, ids):                     # [N, L] int64, 0 = pad
-        hidden = self.lm(ids.long())["hidden_states"]            # [N, L, E]
+        # A batch holds few distinct texts (a mission is fixed for a whole episode): encode each
+        # distinct row once and gather. Same values and gradients as encoding every row.
+        uniq, inverse = torch.unique(ids.long(), dim=0, return_inverse=True)
+        if uniq.shape[0] < ids.shape[0]:
+            return self.encode_rows(uniq)[inverse]
+        return self.encode_rows(ids.long())
+
+    def encode_rows(self, ids):                 # [N, L] -> [N, E]: mean of hidden states over non-pad tokens
+        hidden = self.lm(ids)["hidden_states"]                   # [N, L, E]
         keep = (ids != 0).unsqueeze(-1).float()
         return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
 
@@ -180,15 +188,24 @@ class ImageDecoder(nn.Module):
         self.pos = nn.Parameter(torch.zeros(n, 32))
         self.patch = nn.Sequential(nn.Linear(32, 64), nn.SiLU(), nn.Linear(64, self.p * self.p * C))
 
+    def patches(self, z):                       # [N, inp] -> [N, gh*gw, p*p*C]
+        x = self.net(z).reshape(-1, self.grid[0] * self.grid[1], 32) + self.pos
+        return self.patch(x)
+
     def forward(self, z):                       # [N, inp] -> [N, H, W, C] in [-0.5, 0.5] space
         H, W, C = self.shape
         gh, gw = self.grid
-        x = self.net(z).reshape(-1, gh * gw, 32) + self.pos
-        x = self.patch(x).reshape(-1, gh, gw, self.p, self.p, C)
+        x = self.patches(z).reshape(-1, gh, gw, self.p, self.p, C)
         return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
     def loss(self, z, target):
-        return (self(z) - (target.float() / 255.0 - 0.5)).pow(2).flatten(1).sum(-1)
+        """Sum of squared errors per image [N], computed in patch layout: the (gradient-free)
+        target is cut into patches instead of the prediction being pasted into an image."""
+        H, W, C = self.shape
+        gh, gw = self.grid
+        t = target.reshape(-1, gh, self.p, gw, self.p, C).permute(0, 1, 3, 2, 4, 5)
+        t = t.reshape(-1, gh * gw, self.p * self.p * C).float() / 255.0 - 0.5
+        return (self.patches(z) - t).pow(2).flatten(1).sum(-1)
 
     def to_obs(self, out):
         return ((out + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)

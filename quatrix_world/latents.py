@@ -22,12 +22,30 @@ def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
     return probs.log()
 
 
+def sample_index(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row from probabilities [..., C] -> indices [...] (inverse CDF).
+
+    One uniform per row against the running sum: several times cheaper than torch.multinomial on
+    the many short rows of a categorical latent, and the same distribution.
+    """
+    cdf = probs.detach().cumsum(-1)
+    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=probs.device, dtype=cdf.dtype)
+    u = u * cdf[..., -1:]                                     # rows need not sum to exactly 1
+    return (cdf < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
+    """dist.sample(), with the inverse-CDF draw for a Categorical."""
+    if isinstance(dist, torch.distributions.Categorical):
+        return sample_index(dist.probs)
+    return dist.sample()
+
+
 def sample_onehot(logp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Straight-through one-hot sample from log-probs [..., G, C] -> [..., G, C]."""
     probs = logp.exp()
-    flat = probs.reshape(-1, probs.shape[-1])
-    idx = torch.multinomial(flat, 1, generator=generator).squeeze(-1)
-    onehot = F.one_hot(idx, probs.shape[-1]).to(probs.dtype).reshape(probs.shape)
+    idx = sample_index(probs, generator)
+    onehot = F.one_hot(idx, probs.shape[-1]).to(probs.dtype)
     return onehot + probs - probs.detach()
 
 

@@ -21,8 +21,8 @@ from tensordict import TensorDict
 from .blocks import QuatrixStack
 from .config import WorldConfig
 from .encoders import SpecError, build_decoder, build_encoder, describe_action, describe_obs, mlp
-from .latents import (TwoHot, categorical_entropy, categorical_kl, mode_onehot, sample_onehot,
-                      unimix_logits)
+from .latents import (TwoHot, categorical_entropy, categorical_kl, mode_onehot, sample_action,
+                      sample_onehot, unimix_logits)
 from .qcompass import LayerCaches
 
 
@@ -285,7 +285,7 @@ class QuatrixWorld(nn.Module):
         for t in range(horizon):
             feat = self.features(z, h)
             dist = policy(feat)
-            a = dist.sample()
+            a = sample_action(dist)
             logp = dist.log_prob(a)
             if use_cache:
                 nxt = self.step(state, a)

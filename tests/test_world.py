@@ -242,3 +242,39 @@ def test_world_model_loss_falls_on_real_minigrid_steps():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+
+
+def test_sample_index_draws_each_class_at_its_probability():
+    from quatrix_world.latents import sample_index
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.5]])
+    idx = sample_index(probs.repeat(20000, 1), generator=g).reshape(20000, 3)      # [N, rows]
+    freq = torch.stack([torch.bincount(idx[:, r], minlength=4) for r in range(3)]).float() / 20000
+    assert torch.allclose(freq, probs, atol=0.015)
+    assert (idx[:, 1] == 1).all() and not ((idx[:, 2] == 1) | (idx[:, 2] == 2)).any()   # zero-prob never drawn
+
+
+def test_token_encoder_dedupe_matches_encoding_every_row():
+    from quatrix_world.config import EncoderConfig
+    from quatrix_world.encoders import TokenEncoder
+    torch.manual_seed(0)
+    enc = TokenEncoder([5], 11, EncoderConfig(hidden_size=16, q_rank=4))
+    ids = torch.tensor([[1, 2, 3, 0, 0], [4, 5, 0, 0, 0], [1, 2, 3, 0, 0], [1, 2, 3, 0, 0]])
+    fast = enc(ids)                                            # 2 distinct rows encoded
+    ref = enc.encode_rows(ids)                                 # every row encoded
+    assert torch.allclose(fast, ref, atol=1e-6)
+    g_fast = torch.autograd.grad(fast.pow(2).sum(), list(enc.parameters()), allow_unused=True)
+    g_ref = torch.autograd.grad(ref.pow(2).sum(), list(enc.parameters()), allow_unused=True)
+    for a, b in zip(g_fast, g_ref):
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_image_decoder_patch_layout_loss_matches_the_image_loss():
+    from quatrix_world.config import EncoderConfig
+    from quatrix_world.encoders import ImageDecoder
+    torch.manual_seed(0)
+    dec = ImageDecoder(12, [16, 24, 3], EncoderConfig(hidden_size=8, patch_size=8))
+    z, target = torch.randn(5, 12), torch.randint(0, 256, (5, 16, 24, 3), dtype=torch.uint8)
+    ref = (dec(z) - (target.float() / 255.0 - 0.5)).pow(2).flatten(1).sum(-1)
+    assert torch.allclose(dec.loss(z, target), ref, rtol=1e-5)
