@@ -98,6 +98,8 @@ def cmd_train(args) -> int:
     else:
         cfg = load_config(["default.yaml"] + args.config, args.set)
         run_dir = args.run_dir or os.path.join(cfg.run.dir, cfg.run.name)
+    from .device import resolve_device
+    resolve_device(cfg.run.device)       # a missing GPU is an error before anything is built or written
     if args.dry_run:
         return _dry_run(cfg, run_dir)
     from .trainer import Trainer

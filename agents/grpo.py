@@ -33,7 +33,7 @@ class GRPO(AgentBase):
         N = feat.shape[0] // G
 
         with torch.no_grad():
-            disc = cfg.discount ** torch.arange(H, dtype=feat.dtype)
+            disc = cfg.discount ** torch.arange(H, dtype=feat.dtype, device=feat.device)
             score = (disc * weight * traj["reward"]).sum(1)                   # [N*G]
             next_value = self.slow_critic.value(traj["next_feat"])
             if cfg.bootstrap:

@@ -37,6 +37,7 @@ from quatrix_world.world import QuatrixWorld
 
 from . import distributed
 from .common import build_agent
+from .device import autocast, cpu_threads, resolve_device, resolve_precision
 
 ROW_KEYS_NEXT = [("next", "reward"), ("next", "terminated"), ("next", "truncated"), ("next", "done")]
 
@@ -86,25 +87,27 @@ def env_specs(env) -> tuple[dict, dict]:
 
 
 def latent_mode(world: QuatrixWorld, obs: dict) -> torch.Tensor:
-    """One step's observations {key: [N, ...]} -> posterior mode z [N, Z] (acting is deterministic given obs)."""
-    return mode_onehot(world.encode({k: obs[k][:, None] for k in world.obs_desc})).flatten(-2)[:, 0]
+    """One step's observations {key: [N, ...]} -> posterior mode z [N, Z]."""
+    return world.encode_mode(obs)
 
 
 def window_features(world: QuatrixWorld, z: torch.Tensor, zs=None, acts=None) -> torch.Tensor:
     """Features [N, F] of latents z [N, Z] after context tokens zs [N, T, Z], acts [N, T, ...] with
-    positions from 0, exactly like a replay window (no context: h0)."""
+    positions from 0, exactly like a replay window (no context: h0). The recompute-everything
+    reference for `QuatrixWorld.observe_step` (and the acting path of batched lanes)."""
     if zs is None:
         h = world.h0.expand(z.shape[0], -1)
     else:
-        h = world.run_core(zs, acts, torch.zeros(zs.shape[:2], dtype=torch.bool))[:, -1]
+        h = world.run_core(zs, acts, torch.zeros(zs.shape[:2], dtype=torch.bool, device=zs.device))[:, -1]
     return world.features(z, h)
 
 
 class OnlinePolicy:
     """Runs the world model on the real episode so far and asks the agent for an action.
 
-    Features match training: the core sees the last `window` (z, a) tokens with positions from 0,
-    exactly like a replay window; z is the posterior's mode so acting is deterministic given obs.
+    One cached core step per env step (`QuatrixWorld.observe_step`): the context holds the
+    episode's last window // 2 to `window` (z, a) tokens with positions from 0, like a replay
+    window; z is the posterior's mode so acting is deterministic given obs.
     """
 
     def __init__(self, world: QuatrixWorld, agent, window: int):
@@ -112,61 +115,76 @@ class OnlinePolicy:
         self.reset()
 
     def reset(self):
-        self.z, self.a = deque(maxlen=self.window), deque(maxlen=self.window)
+        self.state, self.last_action = None, None
 
     @torch.no_grad()
     def features(self, obs: dict) -> torch.Tensor:
-        return self.features_of(latent_mode(self.world, {k: obs[k][None] for k in self.world.obs_desc})[0])
-
-    @torch.no_grad()
-    def features_of(self, z: torch.Tensor) -> torch.Tensor:
-        """[1, F] features of the current step's latent z [Z] given this episode's context."""
-        self._pending_z = z
-        if not self.z:
-            return window_features(self.world, z[None])
-        return window_features(self.world, z[None], torch.stack(list(self.z))[None], torch.stack(list(self.a))[None])
+        """[1, F] features of the current step's observation {key: [...]} given this episode's context."""
+        dev = self.world.device
+        obs = {k: obs[k][None].to(dev) for k in self.world.obs_desc}
+        if self.state is None:
+            self.state = self.world.acting_state(1, self.window)
+            return self.world.observe_step(self.state, obs)
+        return self.world.observe_step(self.state, obs, self.last_action[None].to(dev))
 
     @torch.no_grad()
     def act(self, obs: dict, deterministic: bool = False) -> torch.Tensor:
-        a = self.agent.act(self.features(obs), deterministic)[0]
-        return a
+        return self.agent.act(self.features(obs), deterministic)[0].cpu()
 
     def record(self, action):
-        self.z.append(self._pending_z)
-        self.a.append(action.clone())
+        self.last_action = action.clone()
 
 
 class LanePolicy:
-    """OnlinePolicy for the N lanes of a batched env: one batched encode, one context per lane."""
+    """Acting for the N lanes of a batched env (lanes reset on their own, so each keeps its own
+    context): one batched encode, then the context of each lane recomputed over its last
+    `window` tokens (`window_features`)."""
 
     def __init__(self, world: QuatrixWorld, agent, window: int, num_lanes: int):
-        self.world, self.agent = world, agent
-        self.lanes = [OnlinePolicy(world, agent, window) for _ in range(num_lanes)]
+        self.world, self.agent, self.window = world, agent, window
+        self.z = [deque(maxlen=window) for _ in range(num_lanes)]
+        self.a = [deque(maxlen=window) for _ in range(num_lanes)]
+
+    def reset_lane(self, i: int) -> None:
+        self.z[i].clear()
+        self.a[i].clear()
 
     @torch.no_grad()
     def features(self, obs: dict) -> torch.Tensor:
-        z = latent_mode(self.world, obs)                                               # [N, Z]
-        return torch.cat([lane.features_of(z[i]) for i, lane in enumerate(self.lanes)])  # [N, F]
+        dev = self.world.device
+        z = latent_mode(self.world, {k: v.to(dev) for k, v in obs.items()})              # [N, Z]
+        self._pending = z
+        feats = []
+        for i in range(z.shape[0]):
+            if self.z[i]:
+                ctx = torch.stack(list(self.z[i]))[None], torch.stack(list(self.a[i]))[None].to(dev)
+                feats.append(window_features(self.world, z[i:i + 1], *ctx))
+            else:
+                feats.append(window_features(self.world, z[i:i + 1]))
+        return torch.cat(feats)                                                          # [N, F]
 
     def record(self, actions: torch.Tensor) -> None:
-        for lane, a in zip(self.lanes, actions):
-            lane.record(a)
+        for i, a in enumerate(actions):
+            self.z[i].append(self._pending[i])
+            self.a[i].append(a.clone())
 
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str, resume: bool = False, quiet: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        self.rank, self.world_size = distributed.setup(cfg.run.device)
+        self.device = resolve_device(cfg.run.device)
+        self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
+        self.act_threads, self.update_threads = cpu_threads(cfg.run.threads), cpu_threads(cfg.run.update_threads)
+        torch.set_num_threads(self.act_threads)
+        self.rank, self.world_size = distributed.setup(self.device.type)
         self.is_main = self.rank == 0
         seed_everything(cfg.seed)
         self.num_envs = cfg.trainer.num_envs
         self.env = build_env(cfg, cfg.seed + 7919 * self.rank, self.num_envs)
         self.obs_desc, self.act_desc = env_specs(self.env)
         self.obs_keys = list(self.obs_desc)
-        self.world = QuatrixWorld(cfg.world, self.obs_desc, self.act_desc)
-        self.agent = build_agent(cfg.agent, self.world.feat_dim, self.world.act_desc)
+        self.world = QuatrixWorld(cfg.world, self.obs_desc, self.act_desc).to(self.device)
+        self.agent = build_agent(cfg.agent, self.world.feat_dim, self.world.act_desc).to(self.device)
         if self.world_size > 1:           # same weights everywhere, different data per rank
             distributed.broadcast_module(self.world)
             distributed.broadcast_module(self.agent)
@@ -318,8 +336,8 @@ class Trainer:
         interrupted episodes is for num_envs=1 (their rows already in the replay are kept)."""
         self.env.set_seed(self._episode_seed(self.episodes))
         self.episodes += self.num_envs
-        for lane in self.actor.lanes:
-            lane.reset()
+        for i in range(self.num_envs):
+            self.actor.reset_lane(i)
         self.lane_return.zero_()
         self.lane_len.zero_()
         return self.env.reset()
@@ -332,7 +350,7 @@ class Trainer:
             action = torch.stack([self._random_action() for _ in range(N)])
         else:
             with torch.no_grad():
-                action = self.agent.act(feats, False)
+                action = self.agent.act(feats, False).cpu()
         self.td["action"] = action.to(self.env.action_spec.dtype).reshape(self.env.action_spec.shape)
         td, self.td = self.env.step_and_maybe_reset(self.td)
         self.actor.record(action)
@@ -344,7 +362,7 @@ class Trainer:
         for i in td["next", "done"].reshape(N).nonzero().flatten().tolist():
             finished.append((float(self.lane_return[i]), int(self.lane_len[i])))
             self.lane_return[i], self.lane_len[i] = 0.0, 0
-            self.actor.lanes[i].reset()
+            self.actor.reset_lane(i)
             self.episodes += 1
         return finished
 
@@ -394,10 +412,21 @@ class Trainer:
 
     def train_step(self) -> dict:
         """One world-model gradient step, then one agent update from imagined rollouts."""
+        torch.set_num_threads(self.update_threads)
+        try:
+            return self._train_step()
+        finally:
+            torch.set_num_threads(self.act_threads)
+
+    def _train_step(self) -> dict:
         cfg = self.cfg
-        batch = self.replay.sample()                                   # [B, T]
+        batch = self.replay.sample()                                   # [B, T], on the host
+        if self.device.type != "cpu":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
         self.world.train()
-        loss, metrics, aux = self.world.loss(batch)
+        with autocast(self.device, self.amp_dtype):
+            loss, metrics, aux = self.world.loss(batch)
+        aux = {k: v.float() for k, v in aux.items()}
         self.world_opt.zero_grad(set_to_none=True)
         if not distributed.all_ranks_agree(bool(torch.isfinite(loss))):
             return self._skip_update("world model", metrics)
@@ -419,7 +448,9 @@ class Trainer:
         self.updates += 1
         metrics.update(agent_metrics)
         metrics["train/updates"] = self.updates
-        return {k: float(v) for k, v in metrics.items()}
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).to(self.device).reshape(())
+                              for v in metrics.values()]).tolist()          # one host sync for all
+        return dict(zip(metrics, values))
 
     def _skip_update(self, what: str, metrics: dict) -> dict:
         self.nonfinite += 1
@@ -439,9 +470,9 @@ class Trainer:
         B, T = z.shape[:2]
         K = min(a.context_len, T)
         per_seq = max(1, a.starts // B)
-        ends = torch.randint(K - 1, T, (B, per_seq), generator=self.gen)              # [B, M]
-        idx = (ends[..., None] - torch.arange(K - 1, -1, -1))                           # [B, M, K]
-        b = torch.arange(B)[:, None, None].expand_as(idx)
+        ends = torch.randint(K - 1, T, (B, per_seq), generator=self.gen).to(z.device)  # [B, M]
+        idx = (ends[..., None] - torch.arange(K - 1, -1, -1, device=z.device))          # [B, M, K]
+        b = torch.arange(B, device=z.device)[:, None, None].expand_as(idx)
         gather = lambda x: x[b, idx].flatten(0, 1)
         return self.world.observe_latents(gather(z), gather(d["action"]), gather(d["is_init"]))
 
@@ -633,9 +664,9 @@ def play_episodes(world, agent, envs: list, window: int, seeds: list[int], deter
                   max_steps: int | None = None, keep_first: bool = False) -> list[dict]:
     """Episode i on envs[i] reset with seeds[i], all stepped in lockstep -> one dict per episode.
 
-    The policy is OnlinePolicy's (z = posterior mode, h from the core over the last `window` (z, a)
-    tokens with positions from 0), batched: one encode, one core pass and one policy call per step
-    for every episode still running, so n episodes cost about the model time of one. Episodes that
+    The policy is OnlinePolicy's (z = posterior mode, h from one cached core step per env step,
+    `QuatrixWorld.observe_step`), batched: one encode, one cached core step and one policy call per
+    step for every episode still running, so n episodes cost about the model time of one. Episodes that
     end drop out of the batch. keep_first keeps episode 0's observations and frames (for videos).
     """
     from torchrl.envs.utils import step_mdp
@@ -647,11 +678,11 @@ def play_episodes(world, agent, envs: list, window: int, seeds: list[int], deter
         env.set_seed(seed)
         tds.append(env.reset())
     outs = [{"obs": [], "actions": [], "rewards": [], "frames": []} for _ in range(n)]
-    z_hist, a_hist = deque(maxlen=window), deque(maxlen=window)    # per step: [n, Z], [n, ...] (all episodes)
-    running = list(range(n))
+    dev = world.device
+    state = world.acting_state(n, window)
+    running, prev = list(range(n)), None            # prev: the running episodes' last actions [m, ...]
     steps = 0
     while running and (max_steps is None or steps < max_steps):
-        idx = torch.tensor(running)
         obs = {k: torch.stack([tds[i][k] for i in running]) for k in world.obs_desc}     # [m, ...]
         if keep_first and running[0] == 0:
             first = {k: v[0] for k, v in obs.items()}
@@ -659,29 +690,25 @@ def play_episodes(world, agent, envs: list, window: int, seeds: list[int], deter
             frame = frame_of(envs[0], first, world.obs_desc)
             if frame is not None:
                 outs[0]["frames"].append(frame)
-        z = latent_mode(world, obs)                                                      # [m, Z]
-        if z_hist:                # context [m, T, Z] / [m, T, ...] of the episodes still running
-            feat = window_features(world, z, torch.stack(list(z_hist), 1)[idx], torch.stack(list(a_hist), 1)[idx])
-        else:
-            feat = window_features(world, z)
+        feat = world.observe_step(state, {k: v.to(dev) for k, v in obs.items()}, prev)  # [m, F]
         a = agent.act(feat, deterministic)                                               # [m] or [m, d]
-        z_all = torch.zeros(n, z.shape[-1])
-        z_all[idx] = z
-        a_all = torch.zeros((n, *a.shape[1:]), dtype=a.dtype)
-        a_all[idx] = a
-        z_hist.append(z_all)
-        a_hist.append(a_all)
+        a_host = a.cpu()
         still = []
         for j, i in enumerate(running):
             env, td = envs[i], tds[i]
-            td["action"] = a[j].to(env.action_spec.dtype).reshape(env.action_spec.shape)
+            td["action"] = a_host[j].to(env.action_spec.dtype).reshape(env.action_spec.shape)
             td = env.step(td)
-            outs[i]["actions"].append(a[j].clone())
+            outs[i]["actions"].append(a_host[j].clone())
             outs[i]["rewards"].append(float(td["next", "reward"]))
             if not bool(td["next", "done"]):
-                still.append(i)
+                still.append(j)
             tds[i] = step_mdp(td, exclude_action=True)
-        running = still
+        if len(still) < len(running):
+            keep = torch.tensor(still, dtype=torch.long, device=dev)
+            state = world.select_rows(state, keep)
+            a = a[keep]
+        running = [running[j] for j in still]
+        prev = a
         steps += 1
     for out in outs:
         out["return"] = float(sum(out["rewards"]))

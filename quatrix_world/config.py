@@ -154,8 +154,10 @@ class TrainerConfig:
 class RunConfig:
     name: str = "run"
     dir: str = "runs"
-    device: str = "cpu"
-    threads: int = 1                 # 0 = torch default; small models are fastest single-threaded
+    device: str = "auto"             # auto (cuda when a GPU is visible) | cpu | cuda | cuda:N
+    precision: str = "auto"          # auto (bf16 autocast on cuda, fp32 on cpu) | fp32 | bf16
+    threads: int = 1                 # CPU threads while acting; 0 = torch default; small batches run fastest on one
+    update_threads: int = 0          # CPU threads for gradient updates; 0 = every core
 
 
 @dataclass
@@ -186,7 +188,7 @@ _CHOICES = {
     "world.mixer": ("qcompass", "mha"),
     "model.mixer": ("qcompass", "mha"),
     "trainer.replay_storage": ("memory", "disk"),
-    "run.device": ("cpu",),          # the trainer is CPU-only in this version
+    "run.precision": ("auto", "fp32", "bf16"),
 }
 
 
@@ -198,6 +200,12 @@ def validate(cfg: Config) -> Config:
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {flat[key]!r}")
+    dev = cfg.run.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"run.device must be auto, cpu, cuda or cuda:N; got {dev!r}")
+    for key in ("run.threads", "run.update_threads"):
+        if flat[key] < 0:
+            raise ConfigError(f"{key} must be >= 0 (0 = every core), got {flat[key]}")
     if cfg.trainer.prefill < cfg.trainer.seq_len:
         raise ConfigError(f"trainer.prefill ({cfg.trainer.prefill}) must be >= trainer.seq_len "
                           f"({cfg.trainer.seq_len}) so the first batch can be sampled")

@@ -220,6 +220,63 @@ class QuatrixWorld(nn.Module):
     def features(z, h):
         return torch.cat([z, h], -1)
 
+    # ------------------------------------------------------------------ acting on real episodes
+
+    @property
+    def device(self) -> torch.device:
+        return self.h0.device
+
+    @torch.no_grad()
+    def encode_mode(self, obs: dict) -> torch.Tensor:
+        """One step's observations {key: [N, ...]} -> posterior mode z [N, Z] (acting is deterministic given obs)."""
+        return mode_onehot(self.encode({k: obs[k][:, None] for k in self.obs_desc})).flatten(-2)[:, 0]
+
+    def acting_state(self, n: int, window: int) -> dict:
+        """An empty acting context for `n` real episodes that start now (see `observe_step`)."""
+        if window < 2:
+            raise ValueError(f"the acting window must hold at least 2 tokens, got {window}")
+        return {"caches": LayerCaches.empty(len(self.core.blocks)), "h": self.h0.expand(n, -1), "z": None,
+                "pos": 0, "window": window, "tokens": []}
+
+    @torch.no_grad()
+    def observe_step(self, state: dict, obs: dict, action=None) -> torch.Tensor:
+        """One real env step for acting -> features [N, F] = [z_t, h_{t-1}]; `state` is updated in place.
+
+        `action` is a_{t-1} (None at the episode's first step): the token (z_{t-1}, a_{t-1}) goes
+        through the core as one cached step, then z_t = posterior mode of obs_t. Positions count
+        from 0 as in a replay window; when `window` tokens are cached the cache restarts from the
+        last window // 2 tokens (one core pass), so the context always holds window // 2 to
+        `window` tokens and positions stay inside the trained range. `window_features` over
+        `state["tokens"]` is the reference this is tested against.
+        """
+        if action is not None:
+            self._push_token(state, action)
+        state["z"] = self.encode_mode(obs)
+        return self.features(state["z"], state["h"])
+
+    def _push_token(self, state: dict, action) -> None:
+        z, pos, window = state["z"], state["pos"], state["window"]
+        state["tokens"] = (state["tokens"] + [(z, action)])[-window:]
+        N = z.shape[0]
+        if pos < window:                               # one cached step
+            x = self.token(z, action, torch.full((N,), pos, device=z.device, dtype=torch.long))[:, None]
+            mask = torch.ones(N, 1, 1, pos + 1, dtype=torch.bool, device=z.device)
+            state["h"] = self.core(x, attn_mask=mask, caches=state["caches"])[:, 0]
+            state["pos"] = pos + 1
+            return
+        keep = state["tokens"][-(window // 2):]        # cache full: restart it from the recent tokens
+        zs, acts = torch.stack([t[0] for t in keep], 1), torch.stack([t[1] for t in keep], 1)
+        caches = LayerCaches.empty(len(self.core.blocks))
+        h = self.run_core(zs, acts, torch.zeros(zs.shape[:2], dtype=torch.bool, device=z.device), caches=caches)
+        state.update(caches=caches, h=h[:, -1], pos=len(keep), tokens=keep)
+
+    @staticmethod
+    def select_rows(state: dict, idx: torch.Tensor) -> dict:
+        """The acting state of rows `idx` only (episodes that ended drop out of a batch)."""
+        pick = lambda x: None if x is None else x[idx]
+        return dict(state, caches=state["caches"].index_select(idx), h=state["h"][idx], z=pick(state["z"]),
+                    tokens=[(z[idx], a[idx]) for z, a in state["tokens"]])
+
     @torch.no_grad()
     def step(self, state: dict, action) -> dict:
         """One imagined env step from `state` with `action` [N]: one token through the cache."""

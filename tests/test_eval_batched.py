@@ -57,3 +57,39 @@ def test_max_steps_and_sampled_actions():
     eps = play_episodes(world, agent, envs, 7, [1, 2], deterministic=False, max_steps=9, keep_first=True)
     assert [len(e["actions"]) for e in eps] == [9, 9]
     assert len(eps[0]["frames"]) == 9 and eps[0]["frames"][0].shape == (56, 56, 3)
+
+
+def test_observe_step_matches_recomputing_the_window():
+    """The cached acting step (fast path) against a full core pass over the same context tokens
+    (reference), at every step of an episode longer than the window, so the cache restart runs."""
+    from agents.trainer import window_features
+    cfg, world, agent = _model("MiniGrid-Empty-6x6-v0")
+    N, window, steps = 3, 6, 17
+    torch.manual_seed(0)
+    state = world.acting_state(N, window)
+    prev, sizes = None, []
+    for t in range(steps):
+        obs = {"pixels": torch.randint(0, 256, (N, 56, 56, 3), dtype=torch.uint8),
+               "mission": torch.randint(1, 20, (N, world.obs_desc["mission"]["shape"][0]))}
+        fast = world.observe_step(state, obs, prev)                                   # [N, F]
+        z = world.encode_mode(obs)
+        if state["tokens"]:
+            zs = torch.stack([tok[0] for tok in state["tokens"]], 1)                  # [N, T, Z]
+            acts = torch.stack([tok[1] for tok in state["tokens"]], 1)                # [N, T]
+            ref = window_features(world, z, zs, acts)
+        else:
+            ref = window_features(world, z)
+        assert fast.shape == (N, world.feat_dim)
+        assert torch.allclose(fast, ref, atol=1e-5), t
+        sizes.append(len(state["tokens"]))
+        prev = torch.randint(0, 7, (N,))
+    assert sizes[:window + 1] == list(range(window + 1))                       # one token per step
+    assert max(sizes) == window and min(sizes[window + 1:]) == window // 2       # filled, then restarted
+    # rows drop out: the selected state continues exactly as the full one would for those rows
+    keep = torch.tensor([0, 2])
+    sub = world.select_rows(state, keep)
+    obs = {"pixels": torch.randint(0, 256, (N, 56, 56, 3), dtype=torch.uint8),
+           "mission": torch.randint(1, 20, (N, world.obs_desc["mission"]["shape"][0]))}
+    full = world.observe_step(state, obs, prev)
+    part = world.observe_step(sub, {k: v[keep] for k, v in obs.items()}, prev[keep])
+    assert torch.allclose(full[keep], part, atol=1e-5)
