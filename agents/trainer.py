@@ -213,6 +213,7 @@ class Trainer:
         self.ep_actions: list = []  # actions of the current episode (for exact resume)
         self.ep_return, self.ep_len = 0.0, 0
         self.eval_history: list[dict] = []
+        self.seconds = {k: 0.0 for k in ("act", "env", "world", "agent", "eval")}   # where the time goes
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         self.metrics_path = os.path.join(run_dir, "metrics.csv")
         if resume:
@@ -318,12 +319,16 @@ class Trainer:
     def _collect(self) -> list:
         """One step of the single env -> [(return, length)] of the episode it ended, if any."""
         obs = {k: self.td[k] for k in self.obs_keys}
+        t0 = time.perf_counter()
         if self.step < self.cfg.trainer.prefill:
             action = self._random_action()
             self.actor.features(obs)          # keep the acting context in step
         else:
             action = self.actor.act(obs)
+        t1 = time.perf_counter()
         self.td, done = self._env_step(self.td, action)
+        self.seconds["act"] += t1 - t0
+        self.seconds["env"] += time.perf_counter() - t1
         self.step += 1
         if not done:
             return []
@@ -424,6 +429,7 @@ class Trainer:
         if self.device.type != "cpu":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         self.world.train()
+        t0 = time.perf_counter()
         with autocast(self.device, self.amp_dtype):
             loss, metrics, aux = self.world.loss(batch)
         aux = {k: v.float() for k, v in aux.items()}
@@ -438,9 +444,12 @@ class Trainer:
             return self._skip_update("world model gradient", metrics)
         self.world_opt.step()
         metrics["world/grad_norm"] = gnorm
+        t1 = time.perf_counter()
+        self.seconds["world"] += t1 - t0
 
         state = self._start_states(aux, self.world.unpack(batch, need_targets=False))
         agent_metrics = self.agent.update(self.world, state)
+        self.seconds["agent"] += time.perf_counter() - t1
         finite = all(torch.isfinite(torch.as_tensor(v)).all() for v in agent_metrics.values())
         if not distributed.all_ranks_agree(bool(finite)):
             return self._skip_update("agent", agent_metrics)
@@ -493,20 +502,26 @@ class Trainer:
         return self._eval_envs[:n]
 
     def evaluate(self) -> dict:
-        n = self.cfg.trainer.eval_episodes
+        t = self.cfg.trainer
+        n = t.eval_episodes
+        t0 = time.perf_counter()
         rng = torch.get_rng_state()                  # evaluation must not shift training's RNG
         self.world.eval()
-        det, first = self.run_episodes(n, True, 10_000_000 + self.step, keep_first=True)
-        smp, _ = self.run_episodes(n, False, 20_000_000 + self.step)
-        imagined = self._imagined_frames(first) if self.cfg.trainer.video_every_eval else []
+        smp, first = self.run_episodes(n, False, 20_000_000 + self.step, keep_first=not t.eval_deterministic)
+        if t.eval_deterministic:
+            det, first = self.run_episodes(n, True, 10_000_000 + self.step, keep_first=True)
+        imagined = self._imagined_frames(first) if t.video_every_eval else []
         self.world.train()
         torch.set_rng_state(rng)
         row = {"step": self.step, "seconds": round(self.wall, 2),
-               "eval/return": float(np.mean(det)), "eval/return_std": float(np.std(det)),
                "eval/return_sampled": float(np.mean(smp)), "eval/return_sampled_std": float(np.std(smp))}
+        if t.eval_deterministic:
+            row.update({"eval/return": float(np.mean(det)), "eval/return_std": float(np.std(det))})
+        self.seconds["eval"] += time.perf_counter() - t0
+        row.update({f"time/{k}": round(v, 2) for k, v in self.seconds.items()})
         self.eval_history.append(row)
         self._log({k: v for k, v in row.items() if k.startswith("eval/")})
-        score = max(row["eval/return"], row["eval/return_sampled"])
+        score = max(row.get("eval/return", -math.inf), row["eval/return_sampled"])
         if score > self.best:
             self.best = score
             self.save(os.path.join(self.ckpt_dir, "best.pt"))
@@ -580,8 +595,9 @@ class Trainer:
         secs = [r["seconds"] for r in h]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
         for key, label in (("eval/return", "deterministic"), ("eval/return_sampled", "sampled")):
-            ax[0].plot(steps, [r[key] for r in h], marker="o", label=label)
-            ax[1].plot(secs, [r[key] for r in h], marker="o", label=label)
+            if all(key in r for r in h):
+                ax[0].plot(steps, [r[key] for r in h], marker="o", label=label)
+                ax[1].plot(secs, [r[key] for r in h], marker="o", label=label)
         ax[0].set_xlabel("env steps")
         ax[1].set_xlabel("wall-clock seconds")
         for a in ax:
@@ -607,7 +623,8 @@ class Trainer:
             "world_opt": self.world_opt.state_dict(), "agent_extra": self.agent.extra_state(),
             "replay": self.replay.state_dict(),
             "counters": {"step": self.step, "updates": self.updates, "episodes": self.episodes,
-                         "wall": self.wall, "best": self.best, "nonfinite": self.nonfinite},
+                         "wall": self.wall, "best": self.best, "nonfinite": self.nonfinite,
+                         "seconds": json.dumps(self.seconds)},
             "episode": {"actions": torch.stack(self.ep_actions) if self.ep_actions else torch.zeros(0)},
             "eval_history": json.dumps(self.eval_history),
             "rng": rng_state(), "gen": self.gen.get_state(),
@@ -629,6 +646,8 @@ class Trainer:
         c = ck["counters"]
         self.step, self.updates, self.episodes = c["step"], c["updates"], c["episodes"]
         self.wall, self.best, self.nonfinite = c["wall"], c["best"], c["nonfinite"]
+        if "seconds" in c:
+            self.seconds.update(json.loads(c["seconds"]))
         acts = ck["episode"]["actions"]
         self.ep_actions = [a for a in acts] if acts.numel() else []
         self.eval_history = json.loads(ck["eval_history"])

@@ -52,7 +52,7 @@ def run_one(config: str, agent: str, seed: int, extra: list[str], run_root: str,
     steps, secs = first_crossing(trainer.eval_history, THRESHOLDS[config])
     last = trainer.eval_history[-1]
     return {"steps_to_threshold": steps, "seconds_to_threshold": secs, "threshold": THRESHOLDS[config],
-            "final_return": last["eval/return"], "final_return_sampled": last["eval/return_sampled"],
+            "final_return": last.get("eval/return"), "final_return_sampled": last["eval/return_sampled"],
             "total_steps": cfg.trainer.total_steps, "wall_seconds": round(time.time() - t0, 1),
             "history": trainer.eval_history}
 

@@ -4,6 +4,7 @@
     python bench/update_speed.py --config cartpole.yaml --updates 30
     python bench/update_speed.py --code /path/to/other/checkout   # the same measurement on other code
     python bench/update_speed.py --compare OLD_CHECKOUT --out bench/results/update_speed.json
+    python bench/update_speed.py --compare OLD_CHECKOUT --new-set run.update_threads=1   # one core each
 
 Builds the real `Trainer` from the config in a temporary folder, fills the replay with the
 prefill's random steps, then times `--updates` calls of `Trainer.train_step` (one world-model
@@ -54,12 +55,12 @@ def measure(code: str, config: list[str], sets: list[str], updates: int, act: in
             "threads": torch.get_num_threads(), "torch": torch.__version__, "code": os.path.abspath(code)}
 
 
-def run_child(code: str, a) -> dict:
+def run_child(code: str, a, sets: list[str]) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--code", code, "--updates", str(a.updates),
            "--act", str(a.act), "--json"]
     for c in a.config:
         cmd += ["--config", c]
-    for s in a.set:
+    for s in sets:
         cmd += ["--set", s]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=code).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -71,6 +72,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="key=value overrides")
     p.add_argument("--updates", type=int, default=20)
     p.add_argument("--act", type=int, default=200, help="policy steps timed after the updates")
+    p.add_argument("--new-set", action="append", default=[],
+                   help="with --compare: overrides for this checkout only (keys the other one lacks)")
     p.add_argument("--code", default=os.path.join(HERE, ".."), help="checkout whose agents/ and quatrix_world/ run")
     p.add_argument("--compare", metavar="OLD", help="another checkout: measure it and this one, interleaved")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds with --compare")
@@ -81,12 +84,12 @@ def main() -> None:
         new = os.path.abspath(os.path.join(HERE, ".."))
         runs = {"old": [], "new": []}
         for _ in range(a.rounds):
-            runs["old"].append(run_child(os.path.abspath(a.compare), a))
-            runs["new"].append(run_child(new, a))
+            runs["old"].append(run_child(os.path.abspath(a.compare), a, a.set))
+            runs["new"].append(run_child(new, a, a.set + a.new_set))
         med = {w: {k: statistics.median(r[k] for r in rs) for k in ("update_ms_cpu", "update_ms_wall",
                                                                        "act_ms_cpu", "act_ms_wall")}
                for w, rs in runs.items()}
-        result = {"config": ["default.yaml", *a.config], "set": a.set, "updates": a.updates, "act": a.act,
+        result = {"config": ["default.yaml", *a.config], "set": a.set, "new_set": a.new_set, "updates": a.updates, "act": a.act,
                   "rounds": a.rounds, "median": med,
                   "speedup_update_cpu": round(med["old"]["update_ms_cpu"] / med["new"]["update_ms_cpu"], 2),
                   "speedup_act_cpu": round(med["old"]["act_ms_cpu"] / med["new"]["act_ms_cpu"], 2),

@@ -62,13 +62,14 @@ def ppo_env(env_id: str):
     return gym.make(env_id)
 
 
-def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threshold: float) -> list[tuple]:
+def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threshold: float,
+            threads: int = 1) -> list[tuple]:
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     pixels = env_id.startswith("MiniGrid-")
     venv = make_vec_env(lambda: ppo_env(env_id), n_envs=8, seed=seed)
     model = PPO("CnnPolicy" if pixels else "MlpPolicy", venv, seed=seed, verbose=0, device="cpu")

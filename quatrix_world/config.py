@@ -140,6 +140,7 @@ class TrainerConfig:
     world_grad_clip: float = 100.0
     eval_every: int = 5000
     eval_episodes: int = 10
+    eval_deterministic: bool = True  # also play eval_episodes with argmax actions (eval/return)
     target_return: Optional[float] = None   # stop once an evaluation reaches it (benchmarks)
     checkpoint_every: int = 5000
     log_every: int = 500
