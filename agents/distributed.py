@@ -54,11 +54,18 @@ def broadcast_module(module: torch.nn.Module) -> None:
         dist.broadcast(t.data, 0)
 
 
+def _flag_device() -> torch.device:
+    """Where small collectives live: NCCL reduces CUDA tensors only, gloo host tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_ranks_agree(flag: bool) -> bool:
     """True only if `flag` is True on every rank (used for skip-on-non-finite decisions)."""
     if not active():
         return flag
-    t = torch.tensor([1 if flag else 0])
+    t = torch.tensor([1 if flag else 0], device=_flag_device())
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
@@ -67,7 +74,7 @@ def broadcast_flag(flag: bool) -> bool:
     """Rank 0's `flag` on every rank (e.g. 'evaluation reached the target, stop')."""
     if not active():
         return flag
-    t = torch.tensor([1 if flag else 0])
+    t = torch.tensor([1 if flag else 0], device=_flag_device())
     dist.broadcast(t, 0)
     return bool(t.item())
 
@@ -79,7 +86,7 @@ def max_param_difference(module: torch.nn.Module) -> float:
     flat = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
     ref = flat.clone()
     dist.broadcast(ref, 0)
-    diff = torch.tensor([(flat - ref).abs().max().item()])
+    diff = (flat - ref).abs().max().reshape(1)
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return float(diff.item())
 
