@@ -20,8 +20,9 @@ class ActorCritic(AgentBase):
         traj = world.imagine(start_state, self.actor, cfg.horizon)           # [N, H]
         feat, action, weight = traj["feat"], traj["action"], traj["weight"]
         with torch.no_grad():
-            value = self.slow_critic.value(feat)                              # v(s_t)
-            next_value = self.slow_critic.value(traj["next_feat"])            # v(s_{t+1})
+            # next_feat[:, t] is feat[:, t+1]: one critic pass over the H+1 states gives both
+            v = self.slow_critic.value(torch.cat([feat, traj["next_feat"][:, -1:]], 1))   # [N, H+1]
+            value, next_value = v[:, :-1], v[:, 1:]                          # v(s_t), v(s_{t+1})
             returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
             scale = self.retnorm(returns)
             adv = (returns - value) / scale

@@ -38,12 +38,12 @@ class Actor(nn.Module):
         if self.act_desc["kind"] == "discrete":
             probs = out.softmax(-1)
             probs = (1 - self.unimix) * probs + self.unimix / probs.shape[-1]
-            return Categorical(probs=probs)
+            return Categorical(probs=probs, validate_args=False)   # valid by construction
         mu, s = out.chunk(2, -1)
         half = (self.high - self.low) / 2
         mean = self.low + (torch.tanh(mu) + 1) * half
         std = half * (F.softplus(s) + 0.1)
-        return Independent(Normal(mean, std), 1)
+        return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
     def act(self, feat, deterministic: bool = False):
         dist = self(feat)

@@ -32,7 +32,6 @@ from quatrix_world.checkpoint import (CheckpointError, first_difference, load_ch
                                       save_checkpoint)
 from quatrix_world.config import Config, config_from_yaml_text, to_yaml
 from quatrix_world.encoders import describe_action, describe_obs
-from quatrix_world.latents import mode_onehot
 from quatrix_world.world import QuatrixWorld
 
 from . import distributed

@@ -46,6 +46,8 @@ def sample_onehot(logp: torch.Tensor, generator: torch.Generator | None = None) 
     probs = logp.exp()
     idx = sample_index(probs, generator)
     onehot = F.one_hot(idx, probs.shape[-1]).to(probs.dtype)
+    if not (torch.is_grad_enabled() and probs.requires_grad):
+        return onehot                    # no gradient to pass straight through (imagination, acting)
     return onehot + probs - probs.detach()
 
 

@@ -57,6 +57,7 @@ class KVCache:
         self.action = action
         self.content = content
         self.window = window
+        self._buf: Optional[tuple[torch.Tensor, torch.Tensor]] = None   # spare capacity behind action/content
 
     # MHA vocabulary
     @property
@@ -91,11 +92,33 @@ class KVCache:
             if self.action.shape[0] != action.shape[0]:
                 raise ValueError(f"cache batch size {self.action.shape[0]} != input batch size "
                                  f"{action.shape[0]} — repeat_interleave/index_select the cache to match")
-            full_a = torch.cat([self.action, action], 2)
-            full_c = torch.cat([self.content, content], 2)
+            grad = torch.is_grad_enabled() and (action.requires_grad or self.action.requires_grad)
+            if self.window is None and not grad and action.dtype == self.action.dtype:
+                full_a, full_c = self._append_in_place(action, content)
+            else:
+                full_a = torch.cat([self.action, action], 2)
+                full_c = torch.cat([self.content, content], 2)
+                self._buf = None
         self.action, self.content = full_a, full_c
         self._trim()
         return full_a, full_c
+
+    def _append_in_place(self, action: torch.Tensor, content: torch.Tensor):
+        """Write the new tokens into preallocated buffers (doubling when full) instead of copying
+        the whole cache on every step; action/content are views of the filled part."""
+        n, t = self.action.shape[2], action.shape[2]
+        if self._buf is None or self._buf[0].shape[2] < n + t:
+            cap = max(16, 2 * (n + t))
+            bufs = []
+            for old in (self.action, self.content):
+                b = old.new_empty(old.shape[0], old.shape[1], cap, old.shape[3])
+                b[:, :, :n] = old
+                bufs.append(b)
+            self._buf = (bufs[0], bufs[1])
+        buf_a, buf_c = self._buf
+        buf_a[:, :, n:n + t] = action
+        buf_c[:, :, n:n + t] = content
+        return buf_a[:, :, :n + t], buf_c[:, :, :n + t]
 
     def append(self, action: torch.Tensor, content: torch.Tensor) -> "KVCache":
         self.extend(action, content)

@@ -292,3 +292,24 @@ def test_dropout_only_in_training():
     a = m(x)
     torch.manual_seed(1)
     assert not torch.allclose(a, m(x))
+
+
+def test_kv_cache_appends_in_place_and_matches_concatenation():
+    """Decoding writes into spare capacity (no copy of the whole cache per step); the cached
+    tensors equal plain concatenation, and a clone taken earlier is not changed by later steps."""
+    torch.manual_seed(0)
+    B, h, d = 3, 2, 5
+    cache, ref, snapshot = KVCache(), None, None
+    with torch.no_grad():
+        for step in range(40):
+            a, c = torch.randn(B, h, 1, d), torch.randn(B, h, 1, d + 1)
+            full_a, full_c = cache.extend(a, c)
+            ref = (a, c) if ref is None else (torch.cat([ref[0], a], 2), torch.cat([ref[1], c], 2))
+            assert torch.equal(full_a, ref[0]) and torch.equal(full_c, ref[1])
+            if step == 10:
+                snapshot = cache.clone()
+                ptr = cache._buf[0].data_ptr()
+            if step == 11:
+                assert cache._buf[0].data_ptr() == ptr          # appended into the same buffer
+    assert len(cache) == 40 and len(snapshot) == 11
+    assert torch.equal(snapshot.action, ref[0][:, :, :11])

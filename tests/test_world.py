@@ -120,6 +120,13 @@ def test_imagination_cache_equals_full_recompute():
     assert torch.equal(fast["action"], slow["action"])
 
 
+def test_imagined_next_feat_is_the_next_rows_feat():
+    """The actor-critic evaluates its critic once over feat[:, :] and next_feat[:, -1] on this."""
+    w = small_world()
+    traj = w.imagine(w.observe(episode_batch()), uniform_policy, horizon=7)
+    assert torch.equal(traj["next_feat"][:, :-1], traj["feat"][:, 1:])
+
+
 def test_imagination_is_one_token_per_step():
     w = small_world()
     state = w.observe(episode_batch())
