@@ -85,11 +85,6 @@ def env_specs(env) -> tuple[dict, dict]:
     return describe_obs({k: obs_spec[k] for k in keys}, kinds), describe_action(act_spec)
 
 
-def latent_mode(world: QuatrixWorld, obs: dict) -> torch.Tensor:
-    """One step's observations {key: [N, ...]} -> posterior mode z [N, Z]."""
-    return world.encode_mode(obs)
-
-
 def window_features(world: QuatrixWorld, z: torch.Tensor, zs=None, acts=None) -> torch.Tensor:
     """Features [N, F] of latents z [N, Z] after context tokens zs [N, T, Z], acts [N, T, ...] with
     positions from 0, exactly like a replay window (no context: h0). The recompute-everything
@@ -151,7 +146,7 @@ class LanePolicy:
     @torch.no_grad()
     def features(self, obs: dict) -> torch.Tensor:
         dev = self.world.device
-        z = latent_mode(self.world, {k: v.to(dev) for k, v in obs.items()})              # [N, Z]
+        z = self.world.encode_mode({k: v.to(dev) for k, v in obs.items()})              # [N, Z]
         self._pending = z
         feats = []
         for i in range(z.shape[0]):

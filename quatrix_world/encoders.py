@@ -201,7 +201,7 @@ class ImageDecoder(nn.Module):
     def loss(self, z, target):
         """Sum of squared errors per image [N], computed in patch layout: the (gradient-free)
         target is cut into patches instead of the prediction being pasted into an image."""
-        H, W, C = self.shape
+        C = self.shape[2]
         gh, gw = self.grid
         t = target.reshape(-1, gh, self.p, gw, self.p, C).permute(0, 1, 3, 2, 4, 5)
         t = t.reshape(-1, gh * gw, self.p * self.p * C).float() / 255.0 - 0.5

@@ -236,7 +236,7 @@ class QuatrixWorld(nn.Module):
         if window < 2:
             raise ValueError(f"the acting window must hold at least 2 tokens, got {window}")
         return {"caches": LayerCaches.empty(len(self.core.blocks)), "h": self.h0.expand(n, -1), "z": None,
-                "pos": 0, "window": window, "tokens": []}
+                "window": window, "tokens": []}      # tokens: the cached (z, a) pairs, position = index
 
     @torch.no_grad()
     def observe_step(self, state: dict, obs: dict, action=None) -> torch.Tensor:
@@ -255,20 +255,20 @@ class QuatrixWorld(nn.Module):
         return self.features(state["z"], state["h"])
 
     def _push_token(self, state: dict, action) -> None:
-        z, pos, window = state["z"], state["pos"], state["window"]
-        state["tokens"] = (state["tokens"] + [(z, action)])[-window:]
+        z, window = state["z"], state["window"]
+        pos = len(state["tokens"])                     # the new token's position
         N = z.shape[0]
         if pos < window:                               # one cached step
+            state["tokens"] = state["tokens"] + [(z, action)]
             x = self.token(z, action, torch.full((N,), pos, device=z.device, dtype=torch.long))[:, None]
             mask = torch.ones(N, 1, 1, pos + 1, dtype=torch.bool, device=z.device)
             state["h"] = self.core(x, attn_mask=mask, caches=state["caches"])[:, 0]
-            state["pos"] = pos + 1
             return
-        keep = state["tokens"][-(window // 2):]        # cache full: restart it from the recent tokens
+        keep = (state["tokens"] + [(z, action)])[-(window // 2):]   # cache full: restart from the recent tokens
         zs, acts = torch.stack([t[0] for t in keep], 1), torch.stack([t[1] for t in keep], 1)
         caches = LayerCaches.empty(len(self.core.blocks))
         h = self.run_core(zs, acts, torch.zeros(zs.shape[:2], dtype=torch.bool, device=z.device), caches=caches)
-        state.update(caches=caches, h=h[:, -1], pos=len(keep), tokens=keep)
+        state.update(caches=caches, h=h[:, -1], tokens=keep)
 
     @staticmethod
     def select_rows(state: dict, idx: torch.Tensor) -> dict:
