@@ -1,4 +1,17 @@
 """Agents that learn inside a QuatrixWorld, the trainer and the `quatrix-world` CLI."""
-from .common import Actor, Critic, build_agent, lambda_returns
+from quatrix_world.config import AgentConfig
 
-__all__ = ["Actor", "Critic", "build_agent", "lambda_returns"]
+from .actor_critic import ActorCritic
+from .common import Actor, AgentBase, Critic, lambda_returns
+from .grpo import GRPO
+
+AGENTS = {"actor_critic": ActorCritic, "grpo": GRPO}
+
+
+def build_agent(cfg: AgentConfig, feat_dim: int, act_desc: dict) -> AgentBase:
+    if cfg.kind not in AGENTS:
+        raise ValueError(f"agent.kind must be one of {sorted(AGENTS)}, got {cfg.kind!r}")
+    return AGENTS[cfg.kind](cfg, feat_dim, act_desc)
+
+
+__all__ = ["AGENTS", "Actor", "ActorCritic", "AgentBase", "Critic", "GRPO", "build_agent", "lambda_returns"]

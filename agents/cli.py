@@ -120,8 +120,8 @@ def cmd_train(args) -> int:
 def _dry_run(cfg, run_dir: str) -> int:
     from quatrix_world.config import to_yaml
     from quatrix_world.world import QuatrixWorld
-    from .common import build_agent
-    from .trainer import build_env, env_specs
+    from . import build_agent
+    from .collect import build_env, env_specs
     env = build_env(cfg, cfg.seed)
     obs, act = env_specs(env)
     world = QuatrixWorld(cfg.world, obs, act)

@@ -1,7 +1,8 @@
 """What both agents share: the actor, the symlog two-hot critic, λ-returns, return normalisation.
 
-Narrow interface (DESIGN.md): `agent.policy(features) -> Distribution`, `agent.act(features)`,
-`agent.update(world, start_state) -> metrics`. Agents never see the env.
+Narrow interface (docs/DESIGN.md): `agent.policy(features) -> Distribution`, `agent.act(features)`,
+`agent.rollout(world, start_state) -> batch` and `agent.losses(batch, epoch) -> (losses, metrics)`.
+The training loop owns the optimiser steps (Trainer.train_step in agents/trainer.py). Agents never see the env.
 """
 from __future__ import annotations
 
@@ -108,7 +109,15 @@ class ReturnNorm:
 
 
 class AgentBase(nn.Module):
-    """Actor + critic (+ its slow copy) + optimisers; subclasses implement `update`."""
+    """Actor + critic (+ its slow copy) and their optimisers.
+
+    Subclasses implement `rollout(world, start_state) -> batch` (imagination and its targets, no
+    gradient) and `losses(batch, epoch) -> ({"loss_actor": ..., "loss_critic": ...}, metrics)`.
+    The loop backpropagates each `loss_<name>` into `optimizers[name]`'s module, clips, steps, and
+    repeats `epochs` times; then `after_update()` moves the slow copies.
+    """
+
+    epochs = 1                          # passes of `losses` over one rollout batch
 
     def __init__(self, cfg: AgentConfig, feat_dim: int, act_desc: dict):
         super().__init__()
@@ -119,11 +128,11 @@ class AgentBase(nn.Module):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=1e-5)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
         self.retnorm = ReturnNorm()
-        self.grad_sync = None             # set by the trainer under data parallelism
 
-    def sync_grads(self, module: nn.Module) -> None:
-        if self.grad_sync is not None:
-            self.grad_sync(module.parameters())
+    @property
+    def optimizers(self) -> dict:
+        """{loss name: (optimiser, the module its loss trains)}."""
+        return {"actor": (self.actor_opt, self.actor), "critic": (self.critic_opt, self.critic)}
 
     def policy(self, feat):
         return self.actor(feat)
@@ -132,21 +141,17 @@ class AgentBase(nn.Module):
     def act(self, feat, deterministic: bool = False):
         return self.actor.act(feat, deterministic)
 
-    def critic_step(self, feat, returns, weight):
+    def critic_loss(self, feat, returns, weight):
         """Two-hot CE of the critic against λ-returns and against its slow copy's value."""
         logits = self.critic(feat)
         with torch.no_grad():
             slow = self.slow_critic.value(feat)
-        loss = ((self.critic.twohot.loss(logits, returns) + self.critic.twohot.loss(logits, slow)) * weight).mean()
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.sync_grads(self.critic)
-        gnorm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_clip)
-        self.critic_opt.step()
-        with torch.no_grad():
-            for p, q in zip(self.critic.parameters(), self.slow_critic.parameters()):
-                q.lerp_(p, self.cfg.critic_ema)
-        return loss.detach(), gnorm
+        return ((self.critic.twohot.loss(logits, returns) + self.critic.twohot.loss(logits, slow)) * weight).mean()
+
+    @torch.no_grad()
+    def after_update(self) -> None:
+        for p, q in zip(self.critic.parameters(), self.slow_critic.parameters()):
+            q.lerp_(p, self.cfg.critic_ema)
 
     def extra_state(self) -> dict:
         return {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
@@ -158,11 +163,3 @@ class AgentBase(nn.Module):
         self.retnorm.load_state_dict(d["retnorm"])
 
 
-def build_agent(cfg: AgentConfig, feat_dim: int, act_desc: dict) -> AgentBase:
-    if cfg.kind == "actor_critic":
-        from .actor_critic import ActorCritic
-        return ActorCritic(cfg, feat_dim, act_desc)
-    if cfg.kind == "grpo":
-        from .grpo import GRPO
-        return GRPO(cfg, feat_dim, act_desc)
-    raise ValueError(f"agent.kind must be actor_critic or grpo, got {cfg.kind!r}")

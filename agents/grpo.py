@@ -4,17 +4,16 @@ From each start state, branch G rollouts through the same KV cache (`world.imagi
 group_size=G)`), score each by its discounted imagined return (optionally bootstrapped by the
 critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
 that rollout (the std has a floor, `agent.grpo_std_floor`, so prediction noise is not amplified
-into unit-size advantages). Then a PPO-style clipped ratio loss for a few epochs, an entropy bonus, an optional
-KL to a slow reference policy, and steps after a predicted termination masked by the continue
-probability. The critic (same as actor-critic's) is trained on λ-returns; it only serves the
-bootstrap.
+into unit-size advantages). Then a PPO-style clipped ratio loss for `agent.epochs` passes, an
+entropy bonus, an optional KL to a slow reference policy, and steps after a predicted termination
+masked by the continue probability. The critic (same as actor-critic's) is trained on λ-returns
+once per update (the first pass); it only serves the bootstrap.
 """
 from __future__ import annotations
 
 import copy
 
 import torch
-import torch.nn as nn
 from torch.distributions import kl_divergence
 
 from .common import AgentBase, lambda_returns
@@ -24,51 +23,50 @@ class GRPO(AgentBase):
     def __init__(self, cfg, feat_dim, act_desc):
         super().__init__(cfg, feat_dim, act_desc)
         self.ref_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        self.epochs = cfg.epochs
 
-    def update(self, world, start_state) -> dict:
+    @torch.no_grad()
+    def rollout(self, world, start_state) -> dict:
         cfg, G, H = self.cfg, self.cfg.group_size, self.cfg.horizon
         traj = world.imagine(start_state, self.actor, H, group_size=G)       # [N*G, H]
-        feat, action, weight = traj["feat"], traj["action"], traj["weight"]
-        old_logp = traj["logp"]
+        feat, weight = traj["feat"], traj["weight"]
         N = feat.shape[0] // G
+        disc = cfg.discount ** torch.arange(H, dtype=feat.dtype, device=feat.device)
+        score = (disc * weight * traj["reward"]).sum(1)                       # [N*G]
+        next_value = self.slow_critic.value(traj["next_feat"])
+        if cfg.bootstrap:
+            score = score + cfg.discount ** H * weight[:, -1] * traj["cont"][:, -1] * next_value[:, -1]
+        grouped = score.reshape(N, G)
+        # std_floor: imagined returns are continuous and a little noisy; without a floor, groups
+        # whose rollouts differ only by prediction noise (1e-6) would get unit-size advantages.
+        adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + cfg.grpo_std_floor)
+        returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
+        return {"feat": feat, "action": traj["action"], "weight": weight, "old_logp": traj["logp"],
+                "reward": traj["reward"], "returns": returns, "score": score, "grouped": grouped,
+                "adv": adv.reshape(N * G, 1).expand(-1, H)}
 
+    def losses(self, b: dict, epoch: int = 0) -> tuple[dict, dict]:
+        cfg, feat, weight, adv = self.cfg, b["feat"], b["weight"], b["adv"]
+        dist = self.actor(feat)
+        ratio = (dist.log_prob(b["action"]) - b["old_logp"]).exp()
+        surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+        entropy = dist.entropy()
+        loss = -(weight * (surrogate + cfg.grpo_entropy * entropy)).sum() / weight.sum().clamp(min=1)
+        if cfg.kl_coef > 0:
+            kl = kl_divergence(dist, self.ref_actor(feat))
+            loss = loss + cfg.kl_coef * (weight * kl).sum() / weight.sum().clamp(min=1)
+        losses = {"loss_actor": loss}
+        if epoch == 0:                  # the critic does not depend on the actor: train it once
+            losses["loss_critic"] = self.critic_loss(feat, b["returns"], weight)
         with torch.no_grad():
-            disc = cfg.discount ** torch.arange(H, dtype=feat.dtype, device=feat.device)
-            score = (disc * weight * traj["reward"]).sum(1)                   # [N*G]
-            next_value = self.slow_critic.value(traj["next_feat"])
-            if cfg.bootstrap:
-                score = score + cfg.discount ** H * weight[:, -1] * traj["cont"][:, -1] * next_value[:, -1]
-            grouped = score.reshape(N, G)
-            # std_floor: imagined returns are continuous and a little noisy; without a floor, groups
-            # whose rollouts differ only by prediction noise (1e-6) would get unit-size advantages.
-            adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + cfg.grpo_std_floor)
-            adv = adv.reshape(N * G, 1).expand(-1, H)
-            returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
+            metrics = {"agent/entropy": entropy.mean(), "agent/group_score": b["score"].mean(),
+                       "agent/group_std": b["grouped"].std(1).mean(),
+                       "agent/clip_frac": ((ratio - 1).abs() > cfg.clip).float().mean(),
+                       "agent/imag_reward": b["reward"].mean()}
+        return losses, metrics
 
-        for _ in range(cfg.epochs):
-            dist = self.actor(feat)
-            logp = dist.log_prob(action)
-            ratio = (logp - old_logp).exp()
-            surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
-            entropy = dist.entropy()
-            loss = -(weight * (surrogate + cfg.grpo_entropy * entropy)).sum() / weight.sum().clamp(min=1)
-            if cfg.kl_coef > 0:
-                kl = kl_divergence(dist, self.ref_actor(feat))
-                loss = loss + cfg.kl_coef * (weight * kl).sum() / weight.sum().clamp(min=1)
-            self.actor_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.sync_grads(self.actor)
-            gnorm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
-            self.actor_opt.step()
-        with torch.no_grad():
-            for p, q in zip(self.actor.parameters(), self.ref_actor.parameters()):
-                q.lerp_(p, cfg.critic_ema)
-            clip_frac = ((ratio - 1).abs() > cfg.clip).float().mean()
-
-        critic_loss, _ = self.critic_step(feat, returns, weight)
-        return {
-            "loss/actor": loss.detach(), "loss/critic": critic_loss,
-            "agent/entropy": entropy.mean().detach(), "agent/group_score": score.mean(),
-            "agent/group_std": grouped.std(1).mean(), "agent/clip_frac": clip_frac,
-            "agent/imag_reward": traj["reward"].mean(), "agent/actor_gnorm": gnorm,
-        }
+    @torch.no_grad()
+    def after_update(self) -> None:
+        super().after_update()
+        for p, q in zip(self.actor.parameters(), self.ref_actor.parameters()):
+            q.lerp_(p, self.cfg.critic_ema)

@@ -7,12 +7,13 @@ import os
 import numpy as np
 import torch
 
-from quatrix_world.checkpoint import load_checkpoint
+from quatrix_world.checkpoint import check_compatible, load_checkpoint
 from quatrix_world.config import config_from_yaml_text
 from quatrix_world.world import QuatrixWorld
 
-from .common import build_agent
-from .trainer import build_env, check_compatible, env_specs, episode_batch, play_episode
+from . import build_agent
+from .collect import build_env, env_specs
+from .policy import episode_batch, play_episode
 
 
 class LoadedRun:

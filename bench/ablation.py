@@ -43,7 +43,7 @@ def measure(trainer, repeats: int = 5) -> dict:
     batch = trainer.replay.sample()
     with torch.no_grad():
         _, _, aux = w.loss(batch)
-    state = trainer._start_states(aux, w.unpack(batch, need_targets=False))
+    state = trainer.start_states(aux["z"], w.unpack(batch, need_targets=False))
     state = w.branch(state, max(1, 256 // state["z"].shape[0]))
     policy = trainer.agent.actor
     t0 = time.perf_counter()

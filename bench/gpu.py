@@ -31,7 +31,7 @@ CONFIGS = {"default_56px": [], "pixels_64px": ["env.id=MiniGrid-Empty-8x8-v0", "
 
 def imagination_rate(device: str, starts: int = 1024, horizon: int = 16, repeats: int = 5) -> float:
     from torch.distributions import Categorical
-    from agents.trainer import build_env, env_specs
+    from agents.collect import build_env, env_specs
     from quatrix_world.config import load_config
     from quatrix_world.world import QuatrixWorld
     cfg = load_config(["default.yaml"])

@@ -59,7 +59,7 @@ def main() -> None:
                             "replay_mb": round(trainer.replay.memory_bytes() / 2**20, 1)})
             print(samples[-1], flush=True)
             time.sleep(a.every)
-        trainer._stop = True                  # same path as Ctrl-C: stop at a step boundary
+        trainer.request_stop()                # same path as Ctrl-C: stop at a step boundary
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()

@@ -81,22 +81,46 @@ def load_checkpoint(path: str) -> dict:
     return payload
 
 
-def first_difference(a, b, prefix: str = "") -> str | None:
-    """Dotted path of the first field where two nested dicts/lists differ, or None."""
+def differences(a, b, prefix: str = "") -> list[str]:
+    """Dotted paths of every field where two nested dicts/lists differ, in sorted key order."""
     if isinstance(a, dict) and isinstance(b, dict):
+        out = []
         for k in sorted(set(a) | set(b), key=str):
             if k not in a or k not in b:
-                return f"{prefix}{k}"
-            d = first_difference(a[k], b[k], f"{prefix}{k}.")
-            if d:
-                return d
-        return None
+                out.append(f"{prefix}{k}")
+            else:
+                out += differences(a[k], b[k], f"{prefix}{k}.")
+        return out
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
-            return prefix.rstrip(".")
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = first_difference(x, y, f"{prefix}{i}.")
-            if d:
-                return d
-        return None
-    return None if a == b else prefix.rstrip(".")
+            return [prefix.rstrip(".")]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{prefix}{i}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def first_difference(a, b, prefix: str = "") -> str | None:
+    """Dotted path of the first field where two nested dicts/lists differ, or None."""
+    d = differences(a, b, prefix)
+    return d[0] if d else None
+
+
+# Settings a resumed or loaded run may change: they do not alter any weight's shape or meaning.
+MAY_CHANGE = ("agent.lr", "agent.critic_lr", "agent.entropy")
+
+
+def check_compatible(ck: dict, cfg, spec: dict) -> None:
+    """A checkpoint must match the env's spaces and the model config (world.*, agent.* except
+    MAY_CHANGE); the error names every difference."""
+    from .config import config_from_yaml_text, to_dict
+    diff = first_difference(ck["spec"], spec)
+    if diff:
+        raise CheckpointError(f"checkpoint {ck['path']} was made for a different observation/action space "
+                              f"(field '{diff}' differs) — use the env it was trained on")
+    saved = config_from_yaml_text(ck["config"])
+    diffs = [d for section in ("world", "agent")
+             for d in differences(to_dict(getattr(saved, section)), to_dict(getattr(cfg, section)), section + ".")
+             if d not in MAY_CHANGE]
+    if diffs:
+        raise CheckpointError(f"checkpoint {ck['path']} has a different model config: "
+                              f"{', '.join(repr(d) for d in diffs)} differ{'s' if len(diffs) == 1 else ''} — "
+                              "load it with the config it was trained with (its run's config.yaml)")

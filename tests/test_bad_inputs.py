@@ -372,7 +372,7 @@ def test_api_non_positive_sizes(override):
 
 
 def test_api_image_smaller_than_patch():
-    from agents.trainer import build_env, env_specs
+    from agents.collect import build_env, env_specs
     from quatrix_world.config import load_config
     from quatrix_world.encoders import SpecError
     from quatrix_world.world import QuatrixWorld
@@ -397,7 +397,7 @@ def test_api_checkpoint_missing_and_corrupt(debug_run, tmp_path):
 
 
 def test_api_checkpoint_for_a_different_env(debug_run):
-    from agents.trainer import check_compatible
+    from quatrix_world.checkpoint import check_compatible
     from quatrix_world.checkpoint import CheckpointError, load_checkpoint
     from quatrix_world.config import config_from_yaml_text
     ck = load_checkpoint(str(debug_run))

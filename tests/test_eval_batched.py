@@ -2,8 +2,9 @@
 import torch
 from torchrl.envs.utils import step_mdp
 
-from agents.common import build_agent
-from agents.trainer import OnlinePolicy, build_env, env_specs, play_episodes
+from agents import build_agent
+from agents.collect import build_env, env_specs
+from agents.policy import OnlinePolicy, play_episodes
 from quatrix_world.config import load_config
 from quatrix_world.world import QuatrixWorld
 
@@ -62,7 +63,7 @@ def test_max_steps_and_sampled_actions():
 def test_observe_step_matches_recomputing_the_window():
     """The cached acting step (fast path) against a full core pass over the same context tokens
     (reference), at every step of an episode longer than the window, so the cache restart runs."""
-    from agents.trainer import window_features
+    from agents.policy import window_features
     cfg, world, agent = _model("MiniGrid-Empty-6x6-v0")
     N, window, steps = 3, 6, 17
     torch.manual_seed(0)

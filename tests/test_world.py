@@ -224,7 +224,7 @@ def test_world_model_loss_falls_on_real_minigrid_steps():
     from envs import EpisodeReplay, make_env
     from torchrl.envs.utils import step_mdp
     from quatrix_world.config import load_config
-    from agents.trainer import env_specs
+    from agents.collect import env_specs
     torch.manual_seed(0)
     env = make_env("MiniGrid-Empty-6x6-v0", seed=0)
     obs, act = env_specs(env)

@@ -1,0 +1,60 @@
+"""Evaluation during training: fresh episodes on their own envs and seeds, played together.
+
+Every `trainer.eval_every` env steps the agent plays `trainer.eval_episodes` episodes with sampled
+actions (`eval/return_sampled`, the policy as trained) and, with `trainer.eval_deterministic`, as
+many with the most likely action (`eval/return`). Evaluation draws from its own seeds and restores
+the global RNG afterwards, so it never shifts training.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from quatrix_world.config import Config
+
+from .collect import build_env
+from .policy import episode_batch, play_episodes
+
+
+class Evaluator:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.envs: list = []                     # built once, reset with each episode's own seed
+
+    def envs_for(self, n: int) -> list:
+        while len(self.envs) < n:
+            self.envs.append(build_env(self.cfg, self.cfg.seed + 10_000 + len(self.envs)))
+        return self.envs[:n]
+
+    def run_episodes(self, world, agent, n: int, deterministic: bool, seed_base: int, keep_first: bool = False):
+        """Returns of `n` fresh episodes played together (and the first one, with its obs/actions/frames)."""
+        eps = play_episodes(world, agent, self.envs_for(n), self.cfg.trainer.seq_len - 1,
+                            [seed_base + i for i in range(n)], deterministic, keep_first=keep_first)
+        return [e["return"] for e in eps], eps[0]
+
+    def __call__(self, world, agent, step: int) -> tuple[dict, dict, list]:
+        """Scores at env step `step` -> (eval/* row, the first kept episode, imagined frames from it)."""
+        t = self.cfg.trainer
+        n = t.eval_episodes
+        rng = torch.get_rng_state()
+        world.eval()
+        smp, first = self.run_episodes(world, agent, n, False, 20_000_000 + step, keep_first=not t.eval_deterministic)
+        row = {"eval/return_sampled": float(np.mean(smp)), "eval/return_sampled_std": float(np.std(smp))}
+        if t.eval_deterministic:
+            det, first = self.run_episodes(world, agent, n, True, 10_000_000 + step, keep_first=True)
+            row.update({"eval/return": float(np.mean(det)), "eval/return_std": float(np.std(det))})
+        imagined = imagined_frames(world, agent, first, self.cfg) if t.video_every_eval else []
+        world.train()
+        torch.set_rng_state(rng)
+        return row, first, imagined
+
+
+def imagined_frames(world, agent, episode: dict, cfg: Config) -> list:
+    """Decoded frames of a rollout imagined from the first steps of a kept real episode."""
+    from quatrix_world.imagine import render_imagination
+    key = next((k for k, d in world.obs_desc.items() if d["kind"] == "image"), None)
+    if key is None or not episode["actions"]:
+        return []
+    k = min(cfg.agent.context_len, len(episode["actions"]))
+    state = world.observe(episode_batch(episode, k, world), sample=False)
+    return [f[0] for f in render_imagination(world, state, agent.actor, cfg.agent.horizon, key)]
