@@ -1,5 +1,6 @@
 """Agents that learn inside a QuatrixWorld, the trainer and the `quatrix-world` CLI."""
 from quatrix_world.config import AgentConfig
+from quatrix_world.errors import UsageError
 
 from .actor_critic import ActorCritic
 from .common import Actor, AgentBase, Critic, lambda_returns
@@ -10,7 +11,7 @@ AGENTS = {"actor_critic": ActorCritic, "grpo": GRPO}
 
 def build_agent(cfg: AgentConfig, feat_dim: int, act_desc: dict) -> AgentBase:
     if cfg.kind not in AGENTS:
-        raise ValueError(f"agent.kind must be one of {sorted(AGENTS)}, got {cfg.kind!r}")
+        raise UsageError(f"agent.kind must be one of {sorted(AGENTS)}, got {cfg.kind!r}")
     return AGENTS[cfg.kind](cfg, feat_dim, act_desc)
 
 

@@ -1,19 +1,24 @@
 """quatrix-world: train / eval / imagine / record / env-check.
 
-User errors (bad config, env, checkpoint, paths) print one line `error: …` on stderr and exit 2.
+User errors (bad config, env, checkpoint, paths, a full disk) print one line `error: …` on stderr
+and exit 2; any other exception is a bug: its traceback, a line asking to report it, exit 1.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import traceback
 import warnings
+
+from quatrix_world.errors import UsageError
 
 USAGE_EXAMPLES = """examples:
   quatrix-world train --config configs/debug.yaml
   quatrix-world train --config configs/minigrid_empty.yaml --set agent.kind=grpo --set seed=3
   quatrix-world eval --checkpoint runs/debug --episodes 10
-  quatrix-world imagine --checkpoint runs/debug --horizon 32 --out imagined.gif --group 4
+  quatrix-world imagine --checkpoint runs/debug --horizon 12 --out imagined.gif --group 4
   quatrix-world record --checkpoint runs/debug --episodes 1 --out real_vs_imagined.mp4 --side-by-side
   quatrix-world env-check CartPole-v1
 """
@@ -37,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
     t.add_argument("--run-dir", help="output directory (default runs/<run.name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument("--fresh-episode", action="store_true", help="with --resume: start a new episode instead of "
+                   "replaying the interrupted one (for envs that are not deterministic given a seed)")
+    t.add_argument("--force", action="store_true", help="replace the run already in the run folder (its "
+                   "checkpoints, metrics and events are deleted first)")
     t.add_argument("--dry-run", action="store_true", help="resolve config, build env and model, print, exit")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -48,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("imagine", help="render an imagined rollout from a checkpoint")
     i.add_argument("--checkpoint", required=True)
-    i.add_argument("--horizon", type=int, default=32)
+    i.add_argument("--horizon", type=int, default=None,
+                   help="imagined steps (default: trainer.seq_len - context, the longest the model trained on)")
     i.add_argument("--group", type=int, default=1, help="branches from the same start, side by side")
     i.add_argument("--context", type=int, default=4, help="real steps before imagining")
     i.add_argument("--out", required=True, help=".mp4 or .gif")
@@ -70,15 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _positive(name: str, value: int) -> None:
     if value <= 0:
-        raise ValueError(f"--{name} must be > 0, got {value} — pass a positive number, e.g. --{name} 1")
+        raise UsageError(f"--{name} must be > 0, got {value} — pass a positive number, e.g. --{name} 1")
 
 
 def _out_path(path: str) -> str:
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
-        raise ValueError(f"output directory '{d}' does not exist — create it first or choose another --out")
+        raise UsageError(f"output directory '{d}' does not exist — create it first or choose another --out")
     if not path.endswith((".mp4", ".gif")):
-        raise ValueError(f"--out must end in .mp4 or .gif, got '{path}'")
+        raise UsageError(f"--out must end in .mp4 or .gif, got '{path}'")
     return path
 
 
@@ -88,7 +98,8 @@ def cmd_train(args) -> int:
     if args.resume:
         run_dir = args.resume
         cfg_path = os.path.join(run_dir, "config.yaml")
-        if not os.path.isfile(os.path.join(run_dir, "checkpoints", "latest.pt")) or not os.path.isfile(cfg_path):
+        ckpts = [os.path.join(run_dir, "checkpoints", f) for f in ("latest.pt", "previous.pt")]
+        if not any(os.path.isfile(c) for c in ckpts) or not os.path.isfile(cfg_path):
             raise ConfigError(f"--resume '{run_dir}' is not a run directory with a checkpoint "
                               "(needs config.yaml and checkpoints/latest.pt) — start a run with train --config")
         data = read_yaml(cfg_path)
@@ -105,7 +116,10 @@ def cmd_train(args) -> int:
     from .trainer import Trainer
     if int(os.environ.get("RANK", "0")) == 0:
         os.makedirs(run_dir, exist_ok=True)
-    trainer = Trainer(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet)
+    if args.fresh_episode and not args.resume:
+        raise UsageError("--fresh-episode goes with --resume (a new run always starts fresh episodes)")
+    trainer = Trainer(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, force=args.force,
+                      fresh_episode=args.fresh_episode)
     summary = trainer.train()
     if not trainer.is_main:          # data parallel: rank 0 reports for all (other ranks do not evaluate)
         return 0
@@ -143,7 +157,7 @@ def cmd_eval(args) -> int:
     run = LoadedRun(args.checkpoint)
     out = args.out or os.path.join(run.run_dir, "eval.json")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise ValueError(f"output directory for '{out}' does not exist — create it first")
+        raise UsageError(f"output directory for '{out}' does not exist — create it first")
     result = evaluate(run, args.episodes, deterministic=not args.sampled)
     write_json(result, out)
     print(f"{result['env']} step {result['step']}: return {result['mean_return']:.3f} ± {result['std_return']:.3f} "
@@ -154,11 +168,19 @@ def cmd_eval(args) -> int:
 def cmd_imagine(args) -> int:
     from envs import write_video
     from .rollout import LoadedRun, imagine_frames
-    _positive("horizon", args.horizon)
+    if args.horizon is not None:
+        _positive("horizon", args.horizon)
     _positive("group", args.group)
     _positive("context", args.context)
     out = _out_path(args.out)
     run = LoadedRun(args.checkpoint)
+    trained = run.cfg.trainer.seq_len                 # positions past it were never trained
+    if args.horizon is None:
+        args.horizon = max(1, trained - args.context)
+    if args.context + args.horizon > trained:
+        raise UsageError(f"--context + --horizon ({args.context}+{args.horizon}) must be <= {trained}, the "
+                         f"trainer.seq_len this model trained on — use --horizon {max(1, trained - args.context)} "
+                         "or less")
     frames, traj = imagine_frames(run, args.horizon, args.group, args.context, args.seed)
     write_video(frames, out, fps=8)
     print(f"imagined {args.group} x {args.horizon} steps (predicted return "
@@ -166,7 +188,7 @@ def cmd_imagine(args) -> int:
     if args.qmap:
         from .rollout import imagine_qmap
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.qmap))):
-            raise ValueError(f"--qmap directory for '{args.qmap}' does not exist — create it first")
+            raise UsageError(f"--qmap directory for '{args.qmap}' does not exist — create it first")
         imagine_qmap(run, args.horizon, args.qmap, args.context, args.seed)
         print(f"Q-map -> {args.qmap}")
     return 0
@@ -190,7 +212,7 @@ def cmd_record(args) -> int:
             frames += ep["frames"]
         returns.append(ep["return"])
     if not frames:
-        raise ValueError(f"{run.cfg.env.id} has no image observation and no rgb_array renderer — nothing to "
+        raise UsageError(f"{run.cfg.env.id} has no image observation and no rgb_array renderer — nothing to "
                          "record (install its render dependencies, e.g. pygame for classic control)")
     write_video(frames, out, fps=8)
     print(f"recorded {args.episodes} episode(s), mean return {np.mean(returns):.3f}, {len(frames)} frames -> {out}")
@@ -203,13 +225,16 @@ def cmd_env_check(args) -> int:
     return 0
 
 
-def user_errors() -> tuple:
-    from envs import EnvError
-    from quatrix_world.checkpoint import CheckpointError
-    from quatrix_world.config import ConfigError
-    from quatrix_world.encoders import SpecError
-    from .trainer import TrainingError
-    return (ConfigError, EnvError, CheckpointError, SpecError, TrainingError, ValueError, OSError)
+# OS errors a user causes and fixes: a full disk, a path that is missing, read-only or not theirs
+USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS,
+                  errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def is_user_error(e: BaseException) -> bool:
+    """A QuatrixError (config, env, spaces, checkpoint, training that cannot go on) or an OS error
+    about a path or the disk. Anything else is a bug and keeps its traceback."""
+    from quatrix_world.errors import QuatrixError
+    return isinstance(e, QuatrixError) or (isinstance(e, OSError) and e.errno in USER_OS_ERRORS)
 
 
 def _message(e: BaseException) -> str:
@@ -235,19 +260,24 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     _cwd_importable()
     handlers = {"train": cmd_train, "eval": cmd_eval, "imagine": cmd_imagine, "record": cmd_record,
                 "env-check": cmd_env_check}
-    errors = user_errors()
     try:
-        return handlers[args.command](args)
+        with warnings.catch_warnings():       # libraries' deprecation notes are not the user's to act on
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            return handlers[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except errors as e:
+    except Exception as e:
         if os.environ.get("QUATRIX_DEBUG"):
             raise
+        if not is_user_error(e):
+            traceback.print_exc()
+            print("quatrix-world: this is a bug, not something you did — please report it with the "
+                  "traceback above", file=sys.stderr)
+            return 1
         print(f"error: {_message(e)}", file=sys.stderr)
         return 2
 

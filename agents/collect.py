@@ -17,18 +17,39 @@ from tensordict import TensorDict
 from torchrl.envs.utils import step_mdp
 
 from envs import make_env
+from envs.families import family_of
 from quatrix_world.checkpoint import CheckpointError
 from quatrix_world.config import Config
 from quatrix_world.encoders import describe_action, describe_obs
+from quatrix_world.errors import QuatrixError
 
 from .policy import LanePolicy, OnlinePolicy
 
 ROW_KEYS_NEXT = [("next", "reward"), ("next", "terminated"), ("next", "truncated"), ("next", "done")]
 
 
+class EnvStepError(QuatrixError):
+    """The env raised while stepping; the collector is still at the last step boundary."""
+
+    def __init__(self, step: int, error: BaseException):
+        text = (str(error).strip().splitlines() or [""])[0][:300]
+        super().__init__(f"the env raised {type(error).__name__} at env step {step}" + (f": {text}" if text else ""))
+
+
+def _guarded(fn, td, step: int):
+    """fn(td) (an env step or reset), with anything the env raises as an EnvStepError."""
+    try:
+        return fn(td)
+    except EnvStepError:
+        raise
+    except Exception as e:
+        raise EnvStepError(step, e) from e
+
+
 def build_env(cfg: Config, seed: int, num_envs: int = 1):
     opts = dict(cfg.env.options)
-    if cfg.env.id.startswith("MiniGrid-"):
+    family = family_of(cfg.env.id)
+    if family is not None and "full_view" in family.options:      # env.full_view: MiniGrid's whole grid
         opts.setdefault("full_view", cfg.env.full_view)
     return make_env(cfg.env.id, seed=seed, max_episode_steps=cfg.env.max_episode_steps, num_envs=num_envs,
                     parallel=cfg.trainer.parallel_envs, **opts)
@@ -123,12 +144,12 @@ class Collector:
             td, done = self._env_step(td, a, store=False)
             if done:
                 raise CheckpointError("replaying the interrupted episode ended it early — the env is not "
-                                      "deterministic given its seed, so the run cannot resume exactly")
+                                      "deterministic given its seed, so the run cannot resume exactly — resume with --fresh-episode")
         return td
 
     def _env_step(self, td: TensorDict, action: torch.Tensor, store: bool = True):
         td["action"] = action.to(self.env.action_spec.dtype).reshape(self.env.action_spec.shape)
-        td = self.env.step(td)
+        td = _guarded(self.env.step, td, self.steps)
         self.actor.record(action)
         if store:
             self.replay.extend(td.select(*self.obs_keys, "action", "is_init", *ROW_KEYS_NEXT))
@@ -161,7 +182,7 @@ class Collector:
             with torch.no_grad():
                 action = self.agent.act(feats, False).cpu()
         self.td["action"] = action.to(self.env.action_spec.dtype).reshape(self.env.action_spec.shape)
-        td, self.td = self.env.step_and_maybe_reset(self.td)
+        td, self.td = _guarded(self.env.step_and_maybe_reset, self.td, self.steps)
         self.actor.record(action)
         self.replay.extend(td.select(*self.obs_keys, "action", "is_init", *ROW_KEYS_NEXT))
         self.lane_return += td["next", "reward"].reshape(N)

@@ -3,7 +3,8 @@
 Every `trainer.eval_every` env steps the agent plays `trainer.eval_episodes` episodes with sampled
 actions (`eval/return_sampled`, the policy as trained) and, with `trainer.eval_deterministic`, as
 many with the most likely action (`eval/return`). Evaluation draws from its own seeds and restores
-the global RNG afterwards, so it never shifts training.
+the global RNG afterwards, so it never shifts training. An episode is cut at the env's own time
+limit, or at `trainer.eval_max_steps` for an env without one, so no env can hang evaluation.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from .policy import episode_batch, play_episodes
 
 
 class Evaluator:
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
+    def __init__(self, cfg: Config, stop=None):
+        self.cfg, self.stop = cfg, stop          # stop(): True ends an evaluation at the next step
         self.envs: list = []                     # built once, reset with each episode's own seed
 
     def envs_for(self, n: int) -> list:
@@ -26,10 +27,16 @@ class Evaluator:
             self.envs.append(build_env(self.cfg, self.cfg.seed + 10_000 + len(self.envs)))
         return self.envs[:n]
 
+    def step_cap(self) -> int:
+        """The env's own episode limit (a time limit it truncates at), else trainer.eval_max_steps."""
+        limit = getattr(self.envs_for(1)[0], "quatrix_info", {}).get("max_episode_steps")
+        return int(limit) if limit else self.cfg.trainer.eval_max_steps
+
     def run_episodes(self, world, agent, n: int, deterministic: bool, seed_base: int, keep_first: bool = False):
         """Returns of `n` fresh episodes played together (and the first one, with its obs/actions/frames)."""
         eps = play_episodes(world, agent, self.envs_for(n), self.cfg.trainer.seq_len - 1,
-                            [seed_base + i for i in range(n)], deterministic, keep_first=keep_first)
+                            [seed_base + i for i in range(n)], deterministic, max_steps=self.step_cap(),
+                            keep_first=keep_first, stop=self.stop)
         return [e["return"] for e in eps], eps[0]
 
     def __call__(self, world, agent, step: int) -> tuple[dict, dict, list]:
@@ -38,14 +45,17 @@ class Evaluator:
         n = t.eval_episodes
         rng = torch.get_rng_state()
         world.eval()
-        smp, first = self.run_episodes(world, agent, n, False, 20_000_000 + step, keep_first=not t.eval_deterministic)
-        row = {"eval/return_sampled": float(np.mean(smp)), "eval/return_sampled_std": float(np.std(smp))}
-        if t.eval_deterministic:
-            det, first = self.run_episodes(world, agent, n, True, 10_000_000 + step, keep_first=True)
-            row.update({"eval/return": float(np.mean(det)), "eval/return_std": float(np.std(det))})
-        imagined = imagined_frames(world, agent, first, self.cfg) if t.video_every_eval else []
-        world.train()
-        torch.set_rng_state(rng)
+        try:
+            smp, first = self.run_episodes(world, agent, n, False, 20_000_000 + step,
+                                           keep_first=not t.eval_deterministic)
+            row = {"eval/return_sampled": float(np.mean(smp)), "eval/return_sampled_std": float(np.std(smp))}
+            if t.eval_deterministic:
+                det, first = self.run_episodes(world, agent, n, True, 10_000_000 + step, keep_first=True)
+                row.update({"eval/return": float(np.mean(det)), "eval/return_std": float(np.std(det))})
+            imagined = imagined_frames(world, agent, first, self.cfg) if t.video_every_eval else []
+        finally:                                 # also when a stop request ends it early
+            world.train()
+            torch.set_rng_state(rng)
         return row, first, imagined
 
 

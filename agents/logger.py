@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import os
 
+from quatrix_world.errors import QuatrixError
+
 
 class RunLogger:
     def __init__(self, run_dir: str, purge_after: int = 0):
@@ -34,16 +36,25 @@ class RunLogger:
                 self.tb.add_scalar(k, float(v), step)
 
     def truncate(self, step: int) -> None:
-        """After a resume, drop rows logged after the checkpoint's step: they are about to be redone."""
+        """Before a (resumed) run appends: drop rows logged after the checkpoint's step (they are about
+        to be redone) and a torn last line left by a kill mid-write, so no row is ever merged."""
         if not os.path.exists(self.metrics_path):
             return
-        with open(self.metrics_path) as f:
-            rows = list(csv.reader(f))
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-        if len(keep) != len(rows):
+        with open(self.metrics_path, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise QuatrixError(f"{self.metrics_path} is not UTF-8 text (byte {e.start}) — restore it or delete it "
+                               "to start the metrics afresh") from None
+        complete = text[:text.rfind("\n") + 1]                     # a torn last line has no newline
+        rows = list(csv.reader(complete.splitlines()))
+        header, body = (rows[0], rows[1:]) if rows else (["step", "seconds", "name", "value"], [])
+        keep = [r for r in body if len(r) == 4 and r[0].isdigit() and int(r[0]) <= step]
+        if len(keep) != len(body) or complete != text:
             tmp = self.metrics_path + ".tmp"
             with open(tmp, "w", newline="") as f:
-                csv.writer(f).writerows(keep)
+                csv.writer(f).writerows([header] + keep)
             os.replace(tmp, self.metrics_path)
 
     def video(self, tag: str, frames, step: int) -> None:

@@ -12,6 +12,7 @@ import torch
 from tensordict import TensorDict
 
 from envs import render_frame
+from quatrix_world.errors import UsageError
 from quatrix_world.world import QuatrixWorld
 
 
@@ -103,18 +104,20 @@ def play_episode(world, agent, env, window: int, seed: int, deterministic: bool 
 
 @torch.no_grad()
 def play_episodes(world, agent, envs: list, window: int, seeds: list[int], deterministic: bool = False,
-                  max_steps: int | None = None, keep_first: bool = False) -> list[dict]:
+                  max_steps: int | None = None, keep_first: bool = False, stop=None) -> list[dict]:
     """Episode i on envs[i] reset with seeds[i], all stepped in lockstep -> one dict per episode.
 
     The policy is OnlinePolicy's (z = posterior mode, h from one cached core step per env step,
     `QuatrixWorld.observe_step`), batched: one encode, one cached core step and one policy call per
     step for every episode still running, so n episodes cost about the model time of one. Episodes that
-    end drop out of the batch. keep_first keeps episode 0's observations and frames (for videos).
+    end drop out of the batch; at `max_steps` every episode still running is cut (its return so far
+    counts). keep_first keeps episode 0's observations and frames (for videos). `stop()` is asked
+    before each step: True raises KeyboardInterrupt (a stop request during evaluation).
     """
     from torchrl.envs.utils import step_mdp
     n = len(envs)
     if len(seeds) != n:
-        raise ValueError(f"play_episodes needs one seed per env, got {len(seeds)} seeds for {n} envs")
+        raise UsageError(f"play_episodes needs one seed per env, got {len(seeds)} seeds for {n} envs")
     tds = []
     for env, seed in zip(envs, seeds):
         env.set_seed(seed)
@@ -125,6 +128,8 @@ def play_episodes(world, agent, envs: list, window: int, seeds: list[int], deter
     running, prev = list(range(n)), None            # prev: the running episodes' last actions [m, ...]
     steps = 0
     while running and (max_steps is None or steps < max_steps):
+        if stop is not None and stop():
+            raise KeyboardInterrupt
         obs = {k: torch.stack([tds[i][k] for i in running]) for k in world.obs_desc}     # [m, ...]
         if keep_first and running[0] == 0:
             first = {k: v[0] for k, v in obs.items()}

@@ -7,8 +7,9 @@ import os
 import numpy as np
 import torch
 
-from quatrix_world.checkpoint import check_compatible, load_checkpoint
+from quatrix_world.checkpoint import check_compatible, load_checkpoint, load_weights
 from quatrix_world.config import config_from_yaml_text
+from quatrix_world.errors import UsageError
 from quatrix_world.world import QuatrixWorld
 
 from . import build_agent
@@ -27,10 +28,10 @@ class LoadedRun:
         obs_desc, act_desc = env_specs(self.env)
         check_compatible(ck, self.cfg, {"obs": obs_desc, "action": act_desc})
         self.world = QuatrixWorld(self.cfg.world, obs_desc, act_desc)
-        self.world.load_state_dict(ck["world"])
+        load_weights(self.world, ck["world"], ck["path"])
         self.world.eval()
         self.agent = build_agent(self.cfg.agent, self.world.feat_dim, self.world.act_desc)
-        self.agent.load_state_dict(ck["agent"])
+        load_weights(self.agent, ck["agent"], ck["path"])
         self.step = ck["counters"]["step"]
         self.obs_keys = list(obs_desc)
 
@@ -65,15 +66,15 @@ def imagine_frames(run: LoadedRun, horizon: int, group: int = 1, context: int = 
     """Real context of `context` steps, then `horizon` imagined steps per branch -> frames."""
     key = _image_key(run.world)
     if key is None:
-        raise ValueError(f"{run.cfg.env.id} has no image observation to render an imagined rollout of")
+        raise UsageError(f"{run.cfg.env.id} has no image observation to render an imagined rollout of")
     ep = run.episode(seed, max_steps=context)
     k = len(ep["actions"])
     state = run.world.observe(episode_batch(ep, k, run.world), sample=False)
     traj = run.world.imagine(state, run.agent.actor, horizon, group_size=group)     # [G, H]
-    Z = run.world.z_dim
     frames = []
     for t in range(horizon):
-        imgs = run.world.decode(traj["feat"][:, t, :Z], traj["feat"][:, t, Z:])[key].numpy()   # [G, h, w, c]
+        f = run.world.split_features(traj["feat"][:, t])
+        imgs = run.world.decode(f.z, f.h)[key].numpy()                                   # [G, h, w, c]
         frames.append(np.concatenate(list(imgs), axis=1))
     return frames, traj
 
@@ -94,7 +95,7 @@ def open_loop(run: LoadedRun, seed: int, context: int = 4):
     """Real episode vs the world model fed the same actions open-loop after `context` steps."""
     key = _image_key(run.world)
     if key is None:
-        raise ValueError(f"{run.cfg.env.id} has no image observation to record side by side")
+        raise UsageError(f"{run.cfg.env.id} has no image observation to record side by side")
     ep = run.episode(seed)
     n = len(ep["actions"])
     k = min(context, n)

@@ -23,32 +23,49 @@ import torch
 import torch.nn as nn
 
 from envs import EpisodeReplay, LaneReplay
-from quatrix_world.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from quatrix_world.checkpoint import (CheckpointError, check_compatible, load_checkpoint, load_weights,
+                                      save_checkpoint)
 from quatrix_world.config import Config, to_yaml
+from quatrix_world.errors import QuatrixError
 from quatrix_world.world import QuatrixWorld
 
-from . import build_agent, distributed
-from .collect import Collector, build_env, env_specs
+from . import build_agent, distributed, rundir
+from .collect import Collector, EnvStepError, build_env, env_specs
 from .device import autocast, cpu_threads, resolve_device, resolve_precision
 from .evaluate import Evaluator
 from .logger import RunLogger
 from .seeding import rng_state, seed_everything, set_rng_state
 
 
-class TrainingError(RuntimeError):
+class TrainingError(QuatrixError, RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the last good checkpoint is kept."""
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str, resume: bool = False, quiet: bool = False):
+    """`Trainer(cfg, run_dir).train()`. A folder that already holds a run is refused unless
+    `resume=True` (continue it from checkpoints/latest.pt) or `force=True` (replace it); one process
+    at a time may train in a folder (agents/rundir.py)."""
+
+    def __init__(self, cfg: Config, run_dir: str, resume: bool = False, quiet: bool = False, force: bool = False,
+                 fresh_episode: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
-        t = cfg.trainer
+        self.fresh_episode = fresh_episode    # on resume: start a new episode instead of replaying the interrupted one
         self.device = resolve_device(cfg.run.device)
         self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
         self.act_threads, self.update_threads = cpu_threads(cfg.run.threads), cpu_threads(cfg.run.update_threads)
         torch.set_num_threads(self.act_threads)
         self.rank, self.world_size = distributed.setup(self.device.type)
         self.is_main = self.rank == 0
+        self.lock = rundir.claim(run_dir, resume, force) if self.is_main else None   # before anything is written
+        try:
+            self._build(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, resume: bool) -> None:
+        cfg, t, run_dir = self.cfg, self.cfg.trainer, self.run_dir
+        self.logger = None
         seed = cfg.seed + 7919 * self.rank                  # each rank its own data
         seed_everything(cfg.seed)
         self.env = build_env(cfg, seed, t.num_envs)
@@ -72,7 +89,8 @@ class Trainer:
         self.collector = Collector(self.env, t.num_envs, self.world, self.agent, self.replay,
                                    window=t.seq_len - 1, seed=seed, gen=self.gen, seconds=self.seconds)
         self.actor = self.collector.actor
-        self.evaluator = Evaluator(cfg)
+        self._stopping = threading.Event()     # Ctrl-C / SIGTERM / request_stop(); no reference back to self
+        self.evaluator = Evaluator(cfg, stop=self._stopping.is_set)   # it stops an evaluation too
         # counters (all restored on resume; env steps and episodes are the collector's)
         self.updates = 0           # gradient steps taken
         self.wall = 0.0            # training seconds before this process
@@ -81,7 +99,7 @@ class Trainer:
         self.eval_history: list[dict] = []
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         if resume:
-            self.load(os.path.join(self.ckpt_dir, "latest.pt"))
+            self.resume()
         self.logger = RunLogger(run_dir, purge_after=self.step)
         if self.is_main:                  # rank 0 alone writes files
             os.makedirs(self.ckpt_dir, exist_ok=True)
@@ -89,7 +107,6 @@ class Trainer:
                 with open(os.path.join(run_dir, "config.yaml"), "w") as f:
                     f.write(to_yaml(cfg))
             self.logger.truncate(self.step)
-        self._stop = False
 
     @property
     def step(self) -> int:
@@ -100,19 +117,22 @@ class Trainer:
 
     def train(self) -> dict:
         t = self.cfg.trainer
+        if self.is_main and self.lock is None:           # a second train() on this Trainer: take the folder again
+            self.lock = rundir.claim(self.run_dir, resume=True)
         start_wall = time.time() - self.wall
-        self.start_collection(replay_actions=self.collector.ep_actions)
+        self.start_collection(replay_actions=None if self.fresh_episode else self.collector.ep_actions)
+        self.fresh_episode = False
         bar = None
         if t.progress and not self.quiet:
             bar = self.logger.progress(t.total_steps, self.step, self.cfg.env.id)
         interrupted = False
-        self._stop = False
+        self._stopping.clear()
         previous = {}
         if threading.current_thread() is threading.main_thread():
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.step < t.total_steps:
-                if self._stop:               # Ctrl-C / SIGTERM: stop at a step boundary, consistent state
+                if self._stopping.is_set():  # Ctrl-C / SIGTERM: stop at a step boundary, consistent state
                     raise KeyboardInterrupt
                 # 1. act in the real env: one step, or one step in each of num_envs lanes
                 before = self.step
@@ -142,6 +162,11 @@ class Trainer:
                     self.save(os.path.join(self.ckpt_dir, "latest.pt"))
                 if bar is not None:
                     bar.update(self.step - before)
+        except EnvStepError as e:
+            self.save(os.path.join(self.ckpt_dir, "latest.pt"))      # the collector is at the last step boundary
+            raise TrainingError(
+                f"{e} — checkpoint at the last step written to {self.ckpt_dir}/latest.pt; fix the env and continue "
+                f"with --resume {self.run_dir} (--fresh-episode if it cannot replay the interrupted episode)") from e
         except KeyboardInterrupt:
             interrupted = True
             signal.signal(signal.SIGINT, signal.SIG_DFL)     # a second Ctrl-C kills at once
@@ -159,22 +184,30 @@ class Trainer:
                 self.log({"dist/max_param_diff": diff})
                 if self.is_main:
                     print(f"data parallel: {self.world_size} ranks, max weight difference across ranks {diff:.3g}")
-            self.logger.close()
+            self.close()
         summary = {"step": self.step, "updates": self.updates, "episodes": self.collector.episodes,
                    "best_eval_return": self.best, "wall_seconds": self.wall, "interrupted": interrupted}
         if self.eval_history:
             summary["last_eval"] = self.eval_history[-1]
         return summary
 
+    def close(self) -> None:
+        """Close the event files and let go of the run folder (train() does this when it returns)."""
+        if self.logger is not None:
+            self.logger.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def request_stop(self) -> None:
         """Stop at the next step boundary with a checkpoint, as Ctrl-C does."""
-        self._stop = True
+        self._stopping.set()
 
     def _on_signal(self, signum, frame) -> None:
         """SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly."""
-        if self._stop:                    # asked twice: stop now
+        if self._stopping.is_set():       # asked twice: stop now
             raise KeyboardInterrupt
-        self._stop = True
+        self._stopping.set()
 
     def start_collection(self, replay_actions=None) -> None:
         """Fresh episode(s) to collect from (on resume, the interrupted episode replayed)."""
@@ -324,15 +357,30 @@ class Trainer:
         }
 
     def save(self, path: str) -> None:
+        """Write a checkpoint; latest.pt keeps its predecessor as previous.pt."""
         if not self.is_main:
             return
-        save_checkpoint(path, config_yaml=to_yaml(self.cfg), spec=self.world.spec_dict(), state=self.state())
+        save_checkpoint(path, config_yaml=to_yaml(self.cfg), spec=self.world.spec_dict(), state=self.state(),
+                        keep_previous=os.path.basename(path) == "latest.pt")
 
-    def load(self, path: str) -> None:
-        ck = load_checkpoint(path)
+    def resume(self) -> None:
+        """Load checkpoints/latest.pt, or previous.pt (saying so) when latest.pt is missing or corrupt."""
+        latest, previous = (os.path.join(self.ckpt_dir, f) for f in ("latest.pt", "previous.pt"))
+        try:
+            ck = load_checkpoint(latest)
+        except CheckpointError as e:
+            if not os.path.isfile(previous):
+                raise
+            ck = load_checkpoint(previous)
+            warnings.warn(f"{e} — resuming from {previous} (step {ck['counters']['step']}) instead")
+        self.load(ck)
+
+    def load(self, ck: dict | str) -> None:
+        """Restore everything from a checkpoint (a path or a loaded one)."""
+        ck = load_checkpoint(ck) if isinstance(ck, str) else ck
         check_compatible(ck, self.cfg, self.world.spec_dict())
-        self.world.load_state_dict(ck["world"])
-        self.agent.load_state_dict(ck["agent"])
+        load_weights(self.world, ck["world"], ck["path"])
+        load_weights(self.agent, ck["agent"], ck["path"])
         self.world_opt.load_state_dict(ck["world_opt"])
         self.agent.load_extra_state(ck["agent_extra"])
         self.replay.load_state_dict(ck["replay"])

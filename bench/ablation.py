@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import sys
+import tempfile
 import time
 
 import torch
@@ -69,11 +70,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--runs", default=os.path.join("runs", "ablation"), help="run folders (--quick: a temporary one)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "ablation.json"))
     a = p.parse_args()
     if a.quick:
         a.envs, a.seeds = ["debug"], [0]
         a.out = a.out.replace(".json", "_quick.json")
+        a.runs = tempfile.mkdtemp(prefix="quatrix-ablation-")
     results = json.load(open(a.out)) if os.path.exists(a.out) else {}
     for env in a.envs:
         for mixer in a.mixers:
@@ -83,9 +86,9 @@ def main() -> None:
                 if not a.quick:
                     over += ["trainer.eval_every=1000", "trainer.eval_episodes=20"]
                 cfg = load_config(["default.yaml", f"{env}.yaml"], over)
-                run_dir = os.path.join("runs", "ablation", f"{env}-{mixer}-{seed}")
+                run_dir = os.path.join(a.runs, f"{env}-{mixer}-{seed}")
                 os.makedirs(run_dir, exist_ok=True)
-                tr = Trainer(cfg, run_dir, quiet=True)
+                tr = Trainer(cfg, run_dir, quiet=True, force=True)
                 tr.train()
                 steps, secs = first_crossing(tr.eval_history, THRESHOLDS[env])
                 last = tr.eval_history[-1]

@@ -47,7 +47,7 @@ def run_one(config: str, agent: str, seed: int, extra: list[str], run_root: str,
     run_dir = os.path.join(run_root, f"{config}-{agent}-{seed}")
     os.makedirs(run_dir, exist_ok=True)
     t0 = time.time()
-    trainer = Trainer(cfg, run_dir, quiet=True)
+    trainer = Trainer(cfg, run_dir, quiet=True, force=True)       # a rerun replaces the seed's run
     trainer.train()
     steps, secs = first_crossing(trainer.eval_history, THRESHOLDS[config])
     last = trainer.eval_history[-1]

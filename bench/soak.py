@@ -49,7 +49,7 @@ def main() -> None:
         "trainer.eval_every=5000", "trainer.checkpoint_every=5000", "run.name=soak"])
     run_dir = os.path.join("runs", "soak")
     os.makedirs(run_dir, exist_ok=True)
-    trainer = Trainer(cfg, run_dir, quiet=True)
+    trainer = Trainer(cfg, run_dir, quiet=True, force=True)
     samples, t0 = [], time.time()
 
     def sample():

@@ -277,7 +277,7 @@ def main() -> None:
     suffix = ""
     if a.quick:
         a.envs, a.seeds, a.budget, a.eval_every, a.episodes = ["cartpole"], [0], 1200, 600, 2
-        a.set = a.set + ["trainer.prefill=400", "trainer.batch_size=4", "trainer.seq_len=16", "agent.starts=16",
+        a.set = a.set + ["trainer.prefill=400", "trainer.batch_size=4", "trainer.seq_len=16", "agent.horizon=8", "agent.starts=16",
                          "trainer.video_every_eval=false"]
         a.runs = os.path.join(a.results, "train_quick")
         suffix = "_quick"

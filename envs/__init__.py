@@ -4,13 +4,6 @@
     env = make_env("MiniGrid-Empty-6x6-v0", seed=0)     # torchrl EnvBase: pixels uint8 [56,56,3] + mission
     td = env.rollout(5)
 """
-import os
-
-if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-    # headless: rgb_array rendering through pygame works with SDL's dummy driver, without SDL
-    # printing "error: XDG_RUNTIME_DIR is invalid" (which reads like one of our errors)
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-
 from .check import check_env, format_report
 from .errors import EnvError
 from .examples import register_examples

@@ -10,7 +10,9 @@ of numpy arrays with fixed shapes and dtypes —
 
 Inside a Dict space, a key keeps its own name when several keys share a kind (two cameras stay
 'left'/'right'); a lone key of a kind gets the canonical name above. Every raw observation is checked
-against its space (shape, dtype, range) and a mismatch raises EnvError naming the key.
+against its space (shape, dtype, integer ranges) and a mismatch raises EnvError naming the key;
+NaN or inf in a float observation is refused the same way. Float values outside their Box are let
+through (many envs step slightly outside their declared bounds).
 """
 from __future__ import annotations
 
@@ -163,6 +165,10 @@ def validate(leaf: Leaf, x) -> Any:
         if (sp.dtype.kind == "f") != (x.dtype.kind == "f"):     # float32 vs float64 is fine; int vs float is not
             raise EnvError(f"{where} does not match its space: expected dtype {sp.dtype} shape {sp.shape}, got dtype "
                            f"{x.dtype} — return obs.astype(np.{sp.dtype}) or declare the Box with dtype={x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = np.argwhere(~np.isfinite(x))[0]
+            raise EnvError(f"{where} holds a non-finite value ({x[tuple(bad)]} at index {tuple(int(i) for i in bad)}) — "
+                           "fix the env, or replace NaN/inf in it (e.g. np.nan_to_num)")
         return x
     if isinstance(sp, spaces.Discrete):
         if not isinstance(x, (int, np.integer)) and not (isinstance(x, np.ndarray) and x.shape == () and x.dtype.kind in "iu"):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import difflib
 
+from quatrix_world.errors import QuatrixError
 
-class EnvError(ValueError):
+
+class EnvError(QuatrixError, ValueError):
     """A user-caused environment problem. The message is one line: what is wrong, and how to fix it."""
 
     def __init__(self, message: str):

@@ -14,6 +14,7 @@ import functools
 import importlib
 import inspect
 import math
+import os
 import warnings
 
 import gymnasium as gym
@@ -26,10 +27,10 @@ from torchrl.envs import EnvBase
 
 from .convert import QuatrixObservation
 from .errors import EnvError, suggest
+from .families import FAMILIES, family_of, family_options
 from .tokenizer import Tokenizer
 
 SUPPORTED_ACTIONS = "Discrete (-> Categorical int64 []) or Box (-> Bounded float32 [d])"
-MINIGRID_OPTIONS = ("full_view", "tile_size")
 ENV_OPTIONS = ("clip_nonfinite_reward", "tokenizer", "render_mode")
 _BOOL1 = (1,)
 
@@ -88,10 +89,12 @@ def build_gym_env(spec, max_episode_steps=None, render_mode="rgb_array", **kwarg
                 raise EnvError(f"unknown env id '{spec}'{suggest(spec, gym.registry.keys()) or ''} — use a registered "
                                "gymnasium id, 'package.module:Name', a gymnasium.Env instance or class")
             spec_str = spec
-            minigrid = spec.startswith("MiniGrid-")
-            mg_opts = {k: kwargs.pop(k) for k in MINIGRID_OPTIONS if k in kwargs}
-            if mg_opts and not minigrid:
-                raise EnvError(f"options {sorted(mg_opts)} only apply to MiniGrid-* envs, not '{spec}' — remove them")
+            family = family_of(spec)
+            fam_opts = {k: kwargs.pop(k) for k in family_options() if k in kwargs}
+            unknown = sorted(set(fam_opts) - set(family.options if family else ()))
+            if unknown:
+                owners = sorted(f.name for f in FAMILIES if set(unknown) & set(f.options))
+                raise EnvError(f"options {unknown} only apply to {', '.join(owners)} envs, not '{spec}' — remove them")
             try:
                 env = gym.make(spec, render_mode=render_mode, disable_env_checker=True, **kwargs)
             except TypeError as e:
@@ -101,12 +104,8 @@ def build_gym_env(spec, max_episode_steps=None, render_mode="rgb_array", **kwarg
                     env = gym.make(spec, disable_env_checker=True, **kwargs)
                 except TypeError as e2:
                     raise EnvError(f"could not make '{spec}': {e2} — check the options passed to make_env") from e2
-            if minigrid:
-                from minigrid.wrappers import RGBImgObsWrapper, RGBImgPartialObsWrapper
-                tile = int(mg_opts.get("tile_size", 8))
-                env = (RGBImgObsWrapper(env, tile_size=tile) if mg_opts.get("full_view")
-                       else RGBImgPartialObsWrapper(env, tile_size=tile))
-                drop = ("direction",)
+            if family is not None:
+                env, drop = family.wrap(env, {**family.options, **fam_opts})
     elif isinstance(spec, gym.Env):
         if kwargs:
             raise EnvError(f"options {sorted(kwargs)} cannot be applied to an env instance — pass the class or id instead")
@@ -152,10 +151,11 @@ def action_spec_for(space) -> tuple:
         d = int(np.prod(shape)) if shape else 1
         low = np.asarray(space.low, np.float32).reshape(-1)
         high = np.asarray(space.high, np.float32).reshape(-1)
-        if np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
-            spec = Bounded(low=torch.from_numpy(low), high=torch.from_numpy(high), shape=(d,), dtype=torch.float32)
-        else:
-            spec = Unbounded(shape=(d,), dtype=torch.float32)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise EnvError(f"action space {space} is unbounded — the actor acts in env units inside the box, so it "
+                           "needs finite bounds: declare Box(low, high) with finite values, or wrap the env "
+                           "(e.g. gymnasium.wrappers.RescaleAction) to a finite range")
+        spec = Bounded(low=torch.from_numpy(low), high=torch.from_numpy(high), shape=(d,), dtype=torch.float32)
         return spec, "continuous", {"action_dim": d}, lambda a: a.detach().cpu().numpy().reshape(shape).astype(dtype)
     raise EnvError(f"action space {type(space).__name__} ({space}) is not supported — supported: {SUPPORTED_ACTIONS}; "
                    "wrap the env to expose one of these")
@@ -270,6 +270,13 @@ class QuatrixEnv(EnvBase):
         return f"QuatrixEnv({info['spec_str'] or type(self.gym_env.unwrapped).__name__}, obs={info['obs_kinds']}, action={info['action_kind']})"
 
 
+def _headless_sdl() -> None:
+    """Without a display, rgb_array rendering through pygame works with SDL's dummy driver (and SDL
+    does not print "error: XDG_RUNTIME_DIR is invalid", which reads like one of our errors)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
 def make_env(spec, *, seed=None, num_envs: int = 1, parallel: bool = False, max_episode_steps=None,
              **options) -> EnvBase:
     """Make a torchrl env following the Quatrix data contract.
@@ -283,6 +290,7 @@ def make_env(spec, *, seed=None, num_envs: int = 1, parallel: bool = False, max_
     """
     if not isinstance(num_envs, int) or num_envs < 1:
         raise EnvError(f"num_envs must be a positive int, got {num_envs!r}")
+    _headless_sdl()
     if num_envs > 1:
         if isinstance(spec, gym.Env):
             raise EnvError("num_envs>1 needs an id, 'module:Name' or an Env class, not an env instance — "
@@ -331,9 +339,10 @@ def render_frame(env) -> np.ndarray:
     """An RGB uint8 [H, W, 3] frame: the gymnasium env's render() if it gives rgb_array, else the last pixels."""
     inner = env
     while not isinstance(inner, QuatrixEnv):
-        nxt = getattr(inner, "base_env", None)
-        if nxt is None and hasattr(inner, "_envs") and getattr(inner, "_envs", None):
-            nxt = inner._envs[0]
+        nxt = getattr(inner, "base_env", None)          # through torchrl TransformedEnv
+        if nxt is None and env.batch_size:
+            raise EnvError(f"a batched env ({type(env).__name__}, batch {list(env.batch_size)}) has no single frame "
+                           "— render an env made with num_envs=1")
         if nxt is None or nxt is inner:
             raise EnvError(f"env {type(env).__name__} cannot render: it was not made by envs.make_env")
         inner = nxt

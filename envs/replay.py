@@ -1,7 +1,8 @@
 """EpisodeReplay: a replay of single transitions from one env stream, sampled as [B, T] windows.
 
 Storage is torchrl's (LazyTensorStorage in memory, LazyMemmapStorage on disk) written round-robin
-by a RoundRobinWriter; windows are drawn by `ContiguousWindowSampler`, a torchrl Sampler.
+by a RoundRobinWriter; windows are drawn by `ContiguousWindowSampler`, a torchrl Sampler. Only
+torchrl's public API is used (the buffer's storage and writer, their get/set and state_dict).
 
 Design (fixed): a window is T *consecutive rows* in write order. Windows MAY cross episode
 boundaries — the world model resets its context where `is_init` is True — so even 2-step episodes
@@ -54,14 +55,14 @@ class ContiguousWindowSampler(Sampler):
     does not cross the writer's cursor (the seam between the newest and the oldest row).
     """
 
-    def __init__(self, seq_len: int, writer: RoundRobinWriter):
+    def __init__(self, seq_len: int, writer: RoundRobinWriter, generator: torch.Generator | None = None):
         self.seq_len = int(seq_len)
-        self._writer = writer
+        self.writer, self.generator = writer, generator
 
     def window_starts(self, storage) -> tuple[int, int, int]:
         """-> (base, number of valid starts, capacity): start s in [0, n) maps to rows (base+s+j) % capacity."""
         n, cap = len(storage), int(storage.max_size)
-        base = int(self._writer._cursor) % cap if n >= cap else 0
+        base = int(self.writer.state_dict()["_cursor"]) % cap if n >= cap else 0
         return base, max(0, n - self.seq_len + 1), cap
 
     def sample(self, storage, batch_size: int):
@@ -72,7 +73,7 @@ class ContiguousWindowSampler(Sampler):
             raise EnvError(f"the replay holds {len(storage)} transitions but windows need seq_len={self.seq_len} — "
                            "collect more steps before sampling")
         B = batch_size // self.seq_len
-        starts = torch.randint(count, (B,), generator=self._rng)
+        starts = torch.randint(count, (B,), generator=self.generator)
         index = (base + starts[:, None] + torch.arange(self.seq_len)) % cap
         return index.reshape(-1), {"starts": starts}
 
@@ -135,10 +136,11 @@ class EpisodeReplay:
             self.scratch_dir = None
             store = LazyTensorStorage(capacity, device=self.device)
         self.generator = seeded_generator(seed)
-        self._writer = RoundRobinWriter()
-        self.sampler = ContiguousWindowSampler(seq_len, self._writer)
-        self.buffer = ReplayBuffer(storage=store, sampler=self.sampler, writer=self._writer,
+        self.writer = RoundRobinWriter()
+        self.sampler = ContiguousWindowSampler(seq_len, self.writer, self.generator)
+        self.buffer = ReplayBuffer(storage=store, sampler=self.sampler, writer=self.writer,
                                    generator=self.generator)     # batch size given at each sample()
+        self.storage = self.buffer.storage
         self._keys: list | None = None
 
     # ------------------------------------------------------------------ writing
@@ -172,8 +174,8 @@ class EpisodeReplay:
         """Append transitions (batch [n], or [] for one step) in time order from ONE env stream."""
         rows = self._rows(td)
         if self.device.type != "cpu" or self.storage_kind == "memory":
-            rows = rows.to(self.buffer._storage.device if self.storage_kind == "memory" else "cpu")
-        with _quiet_torchrl(not getattr(self.buffer._storage, "initialized", True)):
+            rows = rows.to(self.storage.device if self.storage_kind == "memory" else "cpu")
+        with _quiet_torchrl(len(self) == 0):                  # the lazy storage initialises on the first write
             self.buffer.extend(rows)
 
     add = extend
@@ -198,18 +200,19 @@ class EpisodeReplay:
 
     def memory_bytes(self) -> int:
         """Bytes held by the stored tensors (on disk for storage='disk')."""
-        store = self.buffer._storage
-        if not getattr(store, "initialized", False):
+        if len(self) == 0:
             return 0
-        return int(sum(t.numel() * t.element_size() for t in store._storage.values(True, True)))
+        row = self.storage.get(torch.zeros(1, dtype=torch.long))       # lazy storages allocate every row at once
+        return int(self.capacity * sum(t.numel() * t.element_size() for t in row.values(True, True)))
 
     # ------------------------------------------------------------------ exact resume
     def state_dict(self) -> dict:
         """Plain dict of tensors/ints (loads with torch.load(weights_only=True)): rows, cursor, RNG state."""
         n = len(self)
-        rows = self.buffer._storage.get(torch.arange(n)) if n else None
+        rows = self.storage.get(torch.arange(n)) if n else None
+        w = self.writer.state_dict()
         return {"capacity": self.capacity, "seq_len": self.seq_len, "batch_size": self.batch_size,
-                "len": n, "cursor": int(self._writer._cursor), "write_count": int(self._writer._write_count),
+                "len": n, "cursor": int(w["_cursor"]), "write_count": int(w["_write_count"]),
                 "rows": rows.to("cpu").to_dict() if rows is not None else {},
                 "keys": list(self._keys or []), "rng": self.generator.get_state()}
 
@@ -222,9 +225,8 @@ class EpisodeReplay:
         if n:
             rows = TensorDict.from_dict(state["rows"], batch_size=[n], auto_batch_size=False)
             with _quiet_torchrl(True):
-                self.buffer._storage.set(torch.arange(n), rows.to(self.buffer._storage.device))
-        self._writer._cursor = int(state["cursor"])
-        self._writer._write_count = int(state["write_count"])
+                self.storage.set(torch.arange(n), rows.to(self.storage.device))
+        self.writer.load_state_dict({"_cursor": int(state["cursor"]), "_write_count": int(state["write_count"])})
         self._keys = list(state["keys"]) or None
         self.generator.set_state(state["rng"])
 

@@ -1,11 +1,15 @@
 """Checkpoints: one torch file of tensors and plain values, loaded with weights_only=True.
 
 Saving writes a temp file in the same directory, fsyncs it and renames it over the target, so a
-crash (or a full disk) mid-write leaves the previous checkpoint intact. Loading never unpickles
-arbitrary objects: a checkpoint that needs code to load is refused.
+crash (or a full disk) mid-write leaves the previous checkpoint intact; `keep_previous=True` first
+moves the old file to `previous.pt`, so the last two checkpoints are kept. Each checkpoint stores a
+SHA-256 of its content (every tensor's bytes, dtype and shape, every plain value), checked on load:
+flipped bytes are one clear error, not silently wrong weights. Loading never unpickles arbitrary
+objects: a checkpoint that needs code to load is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -13,24 +17,87 @@ import tempfile
 
 import torch
 
+from .errors import QuatrixError
+
 FORMAT = "quatrix-world/1"
+EARLIER = ("use an earlier checkpoint (checkpoints/previous.pt, which `train --resume` falls back to by itself, "
+           "or checkpoints/best.pt)")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(QuatrixError, ValueError):
     """A checkpoint that is missing, corrupt, unsafe or made for a different model/env."""
 
 
-def atomic_save(obj, path: str) -> None:
+def content_digest(obj) -> str:
+    """SHA-256 over a nested structure of dicts, lists, tensors and plain values (dict keys sorted)."""
+    h = hashlib.sha256()
+
+    def walk(x):
+        if isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=str):
+                h.update(repr(k).encode())
+                walk(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                walk(v)
+            h.update(b"]")
+        elif isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        else:
+            h.update(repr(x).encode())
+    walk(obj)
+    return h.hexdigest()
+
+
+class _Recording:
+    """A binary file that remembers the OSError of a failed write (ENOSPC, EDQUOT, EIO, ...)."""
+
+    def __init__(self, f, name: str):
+        self.f, self.name, self.error = f, name, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = OSError(e.errno, e.strerror, self.name)
+            raise
+
+    def flush(self):
+        try:
+            self.f.flush()
+        except OSError as e:
+            self.error = OSError(e.errno, e.strerror, self.name)
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def atomic_save(obj, path: str, keep_previous: bool = False) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CheckpointError(f"directory '{directory}' does not exist — create it or choose another path")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
     try:
         os.chmod(tmp, 0o644)            # mkstemp makes 0600; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as raw:
+            f = _Recording(raw, path)
+            try:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(raw.fileno())
+            except RuntimeError:
+                if f.error is None:      # torch's own failure, not the disk's
+                    raise
+                raise f.error from None  # torch reports a failed write as "unexpected pos": say what it was
+        if keep_previous and os.path.exists(path):
+            os.replace(path, os.path.join(directory, "previous.pt"))
         os.replace(tmp, path)
         dfd = os.open(directory, os.O_RDONLY)
         try:
@@ -43,10 +110,11 @@ def atomic_save(obj, path: str) -> None:
         raise
 
 
-def save_checkpoint(path: str, *, config_yaml: str, spec: dict, state: dict) -> None:
+def save_checkpoint(path: str, *, config_yaml: str, spec: dict, state: dict, keep_previous: bool = False) -> None:
     payload = {"format": FORMAT, "config": config_yaml, "spec": json.dumps(spec, sort_keys=True)}
     payload.update(state)
-    atomic_save(payload, path)
+    payload["sha256"] = content_digest(payload)
+    atomic_save(payload, path, keep_previous)
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -73,12 +141,29 @@ def load_checkpoint(path: str) -> dict:
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({first[:120]}) — "
-                              "use an earlier checkpoint, e.g. checkpoints/best.pt") from None
+                              f"{EARLIER}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not a quatrix-world checkpoint (format {FORMAT})")
-    payload["spec"] = json.loads(payload["spec"])
+    stored = payload.pop("sha256", None)
+    if stored is not None and stored != content_digest(payload):
+        raise CheckpointError(f"checkpoint '{path}' is corrupt: its content does not match the SHA-256 stored "
+                              f"with it — {EARLIER}")
+    try:
+        payload["spec"] = json.loads(payload["spec"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint '{path}' has an unreadable spec (not JSON) — {EARLIER}") from None
     payload["path"] = path
     return payload
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict, path: str) -> None:
+    """module.load_state_dict, with a mismatch as one CheckpointError naming the checkpoint."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as e:
+        first = (str(e).strip().splitlines() or ["mismatch"])[0]
+        raise CheckpointError(f"checkpoint '{path}' does not fit this model ({first[:160]}) — load it with the "
+                              "config it was trained with (its run's config.yaml)") from None
 
 
 def differences(a, b, prefix: str = "") -> list[str]:

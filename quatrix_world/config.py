@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from typing import Any, Optional
 
 import yaml
 
+from .errors import QuatrixError
 
-class ConfigError(ValueError):
+
+class ConfigError(QuatrixError, ValueError):
     """A user error in a config file or override; the message names the key and the fix."""
 
 
@@ -141,6 +144,7 @@ class TrainerConfig:
     eval_every: int = 5000
     eval_episodes: int = 10
     eval_deterministic: bool = True  # also play eval_episodes with argmax actions (eval/return)
+    eval_max_steps: int = 10_000     # step cap of an eval episode when the env has no time limit of its own
     target_return: Optional[float] = None   # stop once an evaluation reaches it (benchmarks)
     checkpoint_every: int = 5000
     log_every: int = 500
@@ -164,7 +168,6 @@ class RunConfig:
 @dataclass
 class Config:
     seed: int = 0
-    model: QuatrixConfig = field(default_factory=QuatrixConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -176,7 +179,7 @@ class Config:
 
 _POSITIVE = {
     "trainer.batch_size", "trainer.seq_len", "trainer.replay_capacity", "trainer.total_steps",
-    "trainer.eval_episodes", "trainer.eval_every", "trainer.num_envs", "trainer.checkpoint_every", "trainer.log_every",
+    "trainer.eval_episodes", "trainer.eval_every", "trainer.eval_max_steps", "trainer.num_envs", "trainer.checkpoint_every", "trainer.log_every",
     "agent.horizon", "agent.group_size", "agent.starts", "agent.context_len", "agent.epochs",
     "agent.hidden_size", "world.hidden_size", "world.num_layers", "world.q_rank", "world.num_heads",
     "world.latent_groups", "world.latent_classes", "world.max_seq_len", "world.reward_bins",
@@ -187,7 +190,6 @@ _POSITIVE = {
 _CHOICES = {
     "agent.kind": ("actor_critic", "grpo"),
     "world.mixer": ("qcompass", "mha"),
-    "model.mixer": ("qcompass", "mha"),
     "trainer.replay_storage": ("memory", "disk"),
     "run.precision": ("auto", "fp32", "bf16"),
 }
@@ -195,6 +197,9 @@ _CHOICES = {
 
 def validate(cfg: Config) -> Config:
     flat = _flatten(to_dict(cfg))
+    for key, v in flat.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key} must be a finite number, got {v!r} — set a number, e.g. --set {key}=1.0")
     for key in _POSITIVE:
         if flat[key] <= 0:
             raise ConfigError(f"{key} must be > 0, got {flat[key]!r} — set a positive value, e.g. --set {key}=1")
@@ -213,6 +218,15 @@ def validate(cfg: Config) -> Config:
     if cfg.trainer.replay_capacity < cfg.trainer.num_envs * cfg.trainer.seq_len:
         raise ConfigError(f"trainer.replay_capacity ({cfg.trainer.replay_capacity}) must hold trainer.seq_len "
                           f"({cfg.trainer.seq_len}) rows for each of trainer.num_envs ({cfg.trainer.num_envs}) lanes")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.agent.kind == "grpo" and cfg.agent.group_size < 2:
+        raise ConfigError(f"agent.group_size must be >= 2 for GRPO (advantages are relative to the group), "
+                          f"got {cfg.agent.group_size}")
+    if cfg.agent.context_len + cfg.agent.horizon > cfg.trainer.seq_len:
+        raise ConfigError(f"agent.context_len + agent.horizon ({cfg.agent.context_len}+{cfg.agent.horizon}) must be "
+                          f"<= trainer.seq_len ({cfg.trainer.seq_len}): imagination would run on token positions "
+                          "the world model never trained on — shorten the horizon or raise trainer.seq_len")
     if not 0.0 < cfg.agent.discount <= 1.0:
         raise ConfigError(f"agent.discount must be in (0, 1], got {cfg.agent.discount}")
     if cfg.agent.context_len + cfg.agent.horizon + 1 > cfg.world.max_seq_len:
@@ -318,9 +332,11 @@ def resolve_config_path(path: str) -> str:
     if os.path.isfile(path):
         return path
     import importlib.resources as res
-    shipped = res.files("configs").joinpath(os.path.basename(path))
-    if shipped.is_file():
-        return str(shipped)
+    head, name = os.path.split(os.path.normpath(path))
+    if head in ("", "configs"):           # 'debug.yaml' or 'configs/debug.yaml': the shipped file, from anywhere
+        shipped = res.files("configs").joinpath(name)
+        if shipped.is_file():
+            return str(shipped)
     raise ConfigError(f"config file not found: '{path}' — pass an existing YAML file or one of "
                       f"{', '.join(sorted(list_shipped_configs()))}")
 

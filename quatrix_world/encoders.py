@@ -17,13 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import EncoderConfig, QuatrixConfig
+from .errors import QuatrixError
 from .latents import symlog
 
 KINDS = ("image", "vector", "tokens", "audio")
 ENCODER_NAMES = {"image": "QuatrixVision", "vector": "MLP", "tokens": "QuatrixLM", "audio": "QuatrixAudio"}
 
 
-class SpecError(ValueError):
+class SpecError(QuatrixError, ValueError):
     """Observation/action spec the world model cannot use, or a batch that does not match it."""
 
 

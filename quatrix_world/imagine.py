@@ -17,6 +17,7 @@ from tensordict import TensorDict
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from .errors import UsageError
 from .world import QuatrixWorld
 
 
@@ -38,7 +39,7 @@ class ImaginedEnv(EnvBase):
     def _reset(self, tensordict=None, **kwargs) -> TensorDict:
         partial = tensordict.get("_reset", None) if tensordict is not None else None
         if partial is not None and not bool(partial.all()):
-            raise ValueError("ImaginedEnv restarts all rollouts together (they share one KV-cache length) — "
+            raise UsageError("ImaginedEnv restarts all rollouts together (they share one KV-cache length) — "
                              "use rollout(..., break_when_any_done=True) or ImaginedEnv(sample_termination=False)")
         s = self.start_state
         self.state = dict(s, caches=s["caches"].clone())
@@ -72,7 +73,6 @@ def render_imagination(world: QuatrixWorld, start_state: dict, policy, horizon: 
     """
     key = key or next((k for k, d in world.obs_desc.items() if d["kind"] == "image"), None)
     if key is None:
-        raise ValueError("the world model has no image observation to render")
+        raise UsageError("the world model has no image observation to render")
     traj = world.imagine(start_state, policy, horizon)
-    Z = world.z_dim
-    return [world.decode(traj["feat"][:, t, :Z], traj["feat"][:, t, Z:])[key].numpy() for t in range(horizon)]
+    return [world.decode(*world.split_features(traj["feat"][:, t]))[key].numpy() for t in range(horizon)]

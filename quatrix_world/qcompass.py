@@ -306,6 +306,19 @@ def routing_weights(q: torch.Tensor, k: torch.Tensor, scale: float, attn_mask: O
     return scores.softmax(-1).nan_to_num(0.0)
 
 
+# Fast-path dispatch defaults (measured on CPU, bench/mixer.py); each module copies them at
+# construction, so a benchmark or test can change one module's without touching the others.
+PAD_QK = True                   # zero-pad head dims to match (False only to benchmark the slow path)
+MATMUL_MAX_QUERIES = 16         # plain matmuls when T <= this ...
+MATMUL_MAX_AREA = 128 * 128     # ... or T * S <= this on CPU; else SDPA
+
+
+def _dispatch_defaults(module: nn.Module) -> None:
+    module.pad_qk = PAD_QK
+    module.matmul_max_queries = MATMUL_MAX_QUERIES
+    module.matmul_max_area = MATMUL_MAX_AREA
+
+
 class QCompass(nn.Module):
     """Q-Compass mixer: value-based routing with three projections (W_s, W_a, W_o; + W_c compressed).
 
@@ -315,14 +328,11 @@ class QCompass(nn.Module):
       cache:     KVCache, appended in place with the new tokens before they attend.
     """
 
-    pad_qk = True    # fast path zero-pads head dims to match (set False only to benchmark the slow path)
-    matmul_max_queries = 16       # fast path uses plain matmuls when T <= this ...
-    matmul_max_area = 128 * 128   # ... or T * S <= this (measured on CPU, bench/mixer.py); else SDPA
-
     def __init__(self, hidden_size: int, q_rank: int, num_heads: int = 1, dropout: float = 0.0,
                  compressed: bool = False, bias: bool = False, causal: bool = True,
                  max_seq_len: Optional[int] = None):
         super().__init__()
+        _dispatch_defaults(self)
         if num_heads <= 0:
             raise ValueError(f"num_heads must be > 0, got {num_heads}")
         if hidden_size % num_heads:
@@ -386,14 +396,11 @@ class MHA(nn.Module):
     Cache holds k (as ``action``) and v (as ``content``): 2H floats per token.
     """
 
-    pad_qk = True
-    matmul_max_queries = QCompass.matmul_max_queries
-    matmul_max_area = QCompass.matmul_max_area
-
     def __init__(self, hidden_size: int, num_heads: int = 1, dropout: float = 0.0, bias: bool = False,
                  causal: bool = True, max_seq_len: Optional[int] = None, q_rank: Optional[int] = None,
                  compressed: bool = False):
         super().__init__()
+        _dispatch_defaults(self)
         if num_heads <= 0:
             raise ValueError(f"num_heads must be > 0, got {num_heads}")
         if hidden_size % num_heads:

@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from .errors import UsageError
 from .qcompass import MHA, QCompass, routing_weights
 
 __all__ = ["q_map", "q_map_for_rollout", "save_q_map_png"]
@@ -39,23 +40,23 @@ def q_map(world, z: torch.Tensor, action: torch.Tensor, is_init: torch.Tensor, l
     step t reads step s: zero for s > t (causal) and for s before the last episode start <= t.
     """
     if z.dim() != 3 or z.shape[-1] != world.z_dim:
-        raise ValueError(f"z must be [B, T, {world.z_dim}] (latent_groups*latent_classes), got {tuple(z.shape)}")
+        raise UsageError(f"z must be [B, T, {world.z_dim}] (latent_groups*latent_classes), got {tuple(z.shape)}")
     if is_init.dim() == 3 and is_init.shape[-1] == 1:
         is_init = is_init.squeeze(-1)
     if is_init.shape != z.shape[:2]:
-        raise ValueError(f"is_init must be [B, T] = {list(z.shape[:2])}, got {tuple(is_init.shape)}")
+        raise UsageError(f"is_init must be [B, T] = {list(z.shape[:2])}, got {tuple(is_init.shape)}")
     if action.shape[:2] != z.shape[:2]:
-        raise ValueError(f"action must start with [B, T] = {list(z.shape[:2])}, got {tuple(action.shape)}")
+        raise UsageError(f"action must start with [B, T] = {list(z.shape[:2])}, got {tuple(action.shape)}")
     blocks = world.core.blocks
     n = len(blocks)
     if n == 0:
-        raise ValueError("the world's core has no layers, so it has no routing map")
+        raise UsageError("the world's core has no layers, so it has no routing map")
     if not -n <= layer < n:
-        raise ValueError(f"layer must be in [{-n}, {n - 1}] for a {n}-layer core, got {layer}")
+        raise UsageError(f"layer must be in [{-n}, {n - 1}] for a {n}-layer core, got {layer}")
     layer = layer % n
     B, T = is_init.shape
     if T > world.cfg.max_seq_len:
-        raise ValueError(f"sequence of {T} steps exceeds world.max_seq_len={world.cfg.max_seq_len}")
+        raise UsageError(f"sequence of {T} steps exceeds world.max_seq_len={world.cfg.max_seq_len}")
     is_init = is_init.bool()
     # the exact mask and tokens of QuatrixWorld.run_core
     ep = world.episode_ids(is_init)
@@ -73,7 +74,7 @@ def q_map(world, z: torch.Tensor, action: torch.Tensor, is_init: torch.Tensor, l
             return block.mixer.q_map(x, attn_mask=mask)
         if isinstance(block.mixer, MHA):
             return _mha_weights(block.mixer, x, mask)
-        raise ValueError(f"layer {layer}'s mixer is a {type(block.mixer).__name__}; q_map knows QCompass and MHA")
+        raise UsageError(f"layer {layer}'s mixer is a {type(block.mixer).__name__}; q_map knows QCompass and MHA")
     finally:
         world.train(was_training)
 
@@ -89,10 +90,10 @@ def q_map_for_rollout(world, state: dict, policy, horizon: int, layer: int = -1)
     """
     ctx = state.get("context")
     if ctx is None:
-        raise ValueError("state has no 'context' — build it with world.observe or world.observe_latents")
+        raise UsageError("state has no 'context' — build it with world.observe or world.observe_latents")
     rollout = world.imagine(state, policy, horizon)
     z_ctx, a_ctx, ep = ctx["z"][:, :-1], ctx["action"][:, :-1], ctx["ep"]
-    z_im = rollout["feat"][..., :world.z_dim]
+    z_im = world.split_features(rollout["feat"]).z
     a_im = rollout["action"]
     z = torch.cat([z_ctx, z_im], 1)
     a = torch.cat([a_ctx, a_im.to(a_ctx.dtype)], 1)
@@ -118,7 +119,7 @@ def save_q_map_png(weights: torch.Tensor, path: str, title: Optional[str] = None
     if w.dim() == 3:
         w = w.mean(0)
     if w.dim() != 2 or w.shape[0] != w.shape[1]:
-        raise ValueError(f"weights must be [B, heads, T, T], [heads, T, T] or [T, T]; got {tuple(weights.shape)}")
+        raise UsageError(f"weights must be [B, heads, T, T], [heads, T, T] or [T, T]; got {tuple(weights.shape)}")
     from matplotlib.figure import Figure                  # no pyplot: no global state, Agg canvas
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

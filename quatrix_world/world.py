@@ -13,6 +13,8 @@ the model knows when it must choose a_t.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,10 +22,18 @@ from tensordict import TensorDict
 
 from .blocks import QuatrixStack
 from .config import WorldConfig
+from .errors import UsageError
 from .encoders import SpecError, build_decoder, build_encoder, describe_action, describe_obs, mlp
 from .latents import (TwoHot, categorical_entropy, categorical_kl, mode_onehot, sample_action,
                       sample_onehot, unimix_logits)
 from .qcompass import LayerCaches
+
+
+class Features(NamedTuple):
+    """The parts of the agent's feature vector: z, the latent of the current observation (one-hots
+    of latent_groups x latent_classes, flattened), and h, the core's output before the action."""
+    z: torch.Tensor
+    h: torch.Tensor
 
 
 class QuatrixWorld(nn.Module):
@@ -218,7 +228,12 @@ class QuatrixWorld(nn.Module):
 
     @staticmethod
     def features(z, h):
+        """The agent's input [..., F] = [z_t, h_{t-1}] (see `Features`)."""
         return torch.cat([z, h], -1)
+
+    def split_features(self, feat: torch.Tensor) -> "Features":
+        """[..., F] -> Features(z [..., z_dim], h [..., h_dim]), views of `feat`."""
+        return Features(*feat.split([self.z_dim, self.h_dim], -1))
 
     # ------------------------------------------------------------------ acting on real episodes
 
@@ -234,7 +249,7 @@ class QuatrixWorld(nn.Module):
     def acting_state(self, n: int, window: int) -> dict:
         """An empty acting context for `n` real episodes that start now (see `observe_step`)."""
         if window < 2:
-            raise ValueError(f"the acting window must hold at least 2 tokens, got {window}")
+            raise UsageError(f"the acting window must hold at least 2 tokens, got {window}")
         return {"caches": LayerCaches.empty(len(self.core.blocks)), "h": self.h0.expand(n, -1), "z": None,
                 "window": window, "tokens": []}      # tokens: the cached (z, a) pairs, position = index
 
@@ -283,7 +298,7 @@ class QuatrixWorld(nn.Module):
         z, caches, key_valid, pos = state["z"], state["caches"], state["key_valid"], state["pos"]
         N = z.shape[0]
         if pos >= self.cfg.max_seq_len:
-            raise ValueError(f"imagination reached world.max_seq_len={self.cfg.max_seq_len} positions — "
+            raise UsageError(f"imagination reached world.max_seq_len={self.cfg.max_seq_len} positions — "
                              "raise world.max_seq_len or shorten context + horizon")
         x = self.token(z, action, torch.full((N,), pos, device=z.device, dtype=torch.long))[:, None]
         key_valid = torch.cat([key_valid, torch.ones(N, 1, dtype=torch.bool, device=z.device)], 1)
@@ -323,9 +338,9 @@ class QuatrixWorld(nn.Module):
         sequence every step (the reference the cache is tested and benchmarked against).
         """
         if horizon <= 0:
-            raise ValueError(f"horizon must be > 0, got {horizon}")
+            raise UsageError(f"horizon must be > 0, got {horizon}")
         if group_size <= 0:
-            raise ValueError(f"group_size must be > 0, got {group_size}")
+            raise UsageError(f"group_size must be > 0, got {group_size}")
         if group_size > 1:
             state = self.branch(state, group_size)
         else:

@@ -206,11 +206,13 @@ def test_cli_env_errors(case, env_dir):
     assert not list(env_dir.glob("dtype_run/checkpoints/*"))
 
 
-def test_cli_nan_reward_during_training_writes_no_checkpoint(env_dir, tmp_path):
+def test_cli_env_raising_during_training_checkpoints_at_the_crash(env_dir, tmp_path):
+    """An env that raises in step: one line naming its error, a checkpoint at the last step boundary."""
     run = tmp_path / "nan_run"
     r = cli("train", *DEBUG, "--run-dir", str(run), "--quiet", "--set", "env.id=qw_bad_envs:NanRewardEnv", cwd=env_dir)
-    assert_user_error(r, "non-finite reward nan at step 0", "clip_nonfinite_reward=True")
-    assert not list((run / "checkpoints").glob("*")) and not tmp_files(run)
+    assert_user_error(r, "the env raised EnvError at env step 0", "non-finite reward nan at step 0",
+                      "clip_nonfinite_reward=True", "checkpoint at the last step written to", f"--resume {run}")
+    assert (run / "checkpoints" / "latest.pt").is_file() and not tmp_files(run)
 
 
 # ============================================================================ CLI: commands and paths
@@ -264,11 +266,14 @@ def test_cli_resume_with_different_model_config(run_copy):
 
 
 def test_cli_checkpoint_for_a_different_observation_space(run_copy):
+    from quatrix_world.checkpoint import content_digest
     latest = run_copy / "checkpoints" / "latest.pt"
     ck = torch.load(latest, weights_only=True)
     spec = json.loads(ck["spec"])
     spec["obs"]["pixels"]["shape"] = [64, 64, 3]
     ck["spec"] = json.dumps(spec, sort_keys=True)
+    del ck["sha256"]
+    ck["sha256"] = content_digest(ck)              # a well-formed checkpoint, made for another env
     torch.save(ck, latest)
     r = cli("eval", "--checkpoint", str(run_copy), "--episodes", "1")
     assert_user_error(r, "different observation/action space", "field 'obs.pixels.shape.0' differs",
@@ -407,8 +412,13 @@ def test_api_checkpoint_for_a_different_env(debug_run):
     other["action"]["n"] = 4
     with pytest.raises(CheckpointError, match="field 'action.n' differs"):
         check_compatible(ck, cfg, other)
-    cfg.agent.hidden_size = 8
+    cfg.agent.critic_lr = 1e-5                              # may change on resume
+    check_compatible(ck, cfg, ck["spec"])
+    cfg.agent.hidden_size = 8                               # sorts after critic_lr: still named
     with pytest.raises(CheckpointError, match="'agent.hidden_size' differs"):
+        check_compatible(ck, cfg, ck["spec"])
+    cfg.world.hidden_size = 8
+    with pytest.raises(CheckpointError, match="'world.hidden_size', 'agent.hidden_size' differ —"):
         check_compatible(ck, cfg, ck["spec"])
 
 

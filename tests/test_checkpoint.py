@@ -73,3 +73,53 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch):
 def test_first_difference():
     assert first_difference({"a": {"b": [1, 2]}}, {"a": {"b": [1, 3]}}) == "a.b.1"
     assert first_difference({"a": 1}, {"a": 1}) is None
+
+
+def _save(p, step, w):
+    save_checkpoint(str(p), config_yaml="seed: 1\n", spec={"obs": {}}, state={"w": w, "counters": {"step": step}},
+                    keep_previous=True)
+
+
+def test_content_checksum_catches_changed_bytes(tmp_path):
+    p = tmp_path / "latest.pt"
+    _save(p, 1, torch.arange(1000, dtype=torch.float32))
+    payload = torch.load(p, weights_only=True)
+    payload["w"][500] += 1e-3                      # one weight changed behind the checksum's back
+    torch.save(payload, p)
+    with pytest.raises(CheckpointError, match="does not match the SHA-256 stored with it"):
+        load_checkpoint(str(p))
+    _save(p, 1, torch.arange(100_000, dtype=torch.float32))
+    raw = bytearray(p.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])        # 64 flipped bytes on disk
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(str(p))
+
+
+def test_the_last_two_checkpoints_are_kept(tmp_path):
+    p = tmp_path / "latest.pt"
+    for step in (1, 2, 3):
+        _save(p, step, torch.full((4,), float(step)))
+    assert sorted(os.listdir(tmp_path)) == ["latest.pt", "previous.pt"]
+    assert load_checkpoint(str(p))["counters"]["step"] == 3
+    assert load_checkpoint(str(tmp_path / "previous.pt"))["counters"]["step"] == 2
+
+
+def test_resume_falls_back_to_the_previous_checkpoint(tmp_path):
+    from agents.trainer import Trainer
+    from quatrix_world.config import load_config
+    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", "trainer.total_steps=200",
+                                                       "trainer.checkpoint_every=100", "trainer.eval_every=1000"])
+    run = tmp_path / "run"
+    Trainer(cfg, str(run), quiet=True).train()
+    ck = run / "checkpoints"
+    assert load_checkpoint(str(ck / "previous.pt"))["counters"]["step"] == 100
+    (ck / "latest.pt").write_bytes((ck / "latest.pt").read_bytes()[:5000])      # torn by a crash
+    with pytest.warns(UserWarning, match="resuming from .*previous.pt \\(step 100\\)"):
+        tr = Trainer(cfg, str(run), resume=True, quiet=True)
+    assert tr.step == 100
+    tr.close()                                     # let go of the run folder
+    (ck / "previous.pt").unlink()
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Trainer(cfg, str(run), resume=True, quiet=True)

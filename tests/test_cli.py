@@ -88,3 +88,30 @@ def test_continuous_actions_train_and_record(tmp_path):
     r = cli("record", "--checkpoint", str(run), "--episodes", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     assert out.stat().st_size > 0
+
+
+def test_a_bug_is_a_traceback_not_a_user_error(monkeypatch, capsys):
+    """User errors are one `error:` line (exit 2); anything else keeps its traceback (exit 1)."""
+    from agents import cli as cli_module
+    from envs import EnvError
+
+    def broken(args):
+        raise KeyError("internal")
+    monkeypatch.setattr(cli_module, "cmd_env_check", broken)
+    monkeypatch.delenv("QUATRIX_DEBUG", raising=False)
+    assert cli_module.main(["env-check", "CartPole-v1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'internal'" in err and "please report it" in err
+
+    def user_mistake(args):
+        raise EnvError("unknown env id 'Nope-v0' — use a registered gymnasium id")
+    monkeypatch.setattr(cli_module, "cmd_env_check", user_mistake)
+    assert cli_module.main(["env-check", "Nope-v0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: unknown env id 'Nope-v0' — use a registered gymnasium id"
+
+    def disk_full(args):
+        raise OSError(28, "No space left on device", "/tmp/x.pt")
+    monkeypatch.setattr(cli_module, "cmd_env_check", disk_full)
+    assert cli_module.main(["env-check", "CartPole-v1"]) == 2
+    assert "No space left on device" in capsys.readouterr().err

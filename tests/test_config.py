@@ -41,6 +41,13 @@ def test_all_shipped_configs_load():
     ("trainer.replay_ratio=0", "trainer.replay_ratio must be > 0"),
     ("agent.kind=ppo", "agent.kind must be one of actor_critic, grpo"),
     ("batch_size", "must look like key=value"),
+    ("trainer.world_lr=.nan", "trainer.world_lr must be a finite number"),
+    ("trainer.replay_ratio=.inf", "trainer.replay_ratio must be a finite number"),
+    ("agent.entropy=-.inf", "agent.entropy must be a finite number"),
+    ("seed=-3", "seed must be >= 0"),
+    ("run.threads=-2", "run.threads must be >= 0"),
+    ("model.mixer=mha", "unknown key 'model.mixer'"),
+    ("agent.horizon=40", "agent.context_len + agent.horizon (8+40) must be <= trainer.seq_len (32)"),
 ])
 def test_override_errors(override, fragment):
     with pytest.raises(ConfigError, match=None) as e:
@@ -64,3 +71,9 @@ def test_file_errors(tmp_path):
     unknown.write_text("world:\n  hiden_size: 3\n")
     with pytest.raises(ConfigError, match="did you mean 'world.hidden_size'"):
         load_config([str(unknown)])
+
+
+def test_grpo_needs_a_group():
+    with pytest.raises(ConfigError, match="agent.group_size must be >= 2 for GRPO"):
+        load_config([], ["agent.kind=grpo", "agent.group_size=1"])
+    assert load_config([], ["agent.group_size=1"]).agent.group_size == 1     # actor-critic ignores it

@@ -297,3 +297,20 @@ def test_tokenizer_covers_minigrid_missions():
             unknown = [w for w in words if w not in tok.stoi]
             assert not unknown, (env_id, mission)
         env.close()
+
+
+def test_nan_observation_is_refused_with_its_key():
+    env = make_env("test_envs_helpers:NaNObs", seed=0)
+    td = env.reset()
+    td["action"] = torch.tensor(1)
+    with pytest.raises(EnvError, match=r"holds a non-finite value \(nan at index \(2,\)\)"):
+        env.step(td)
+    with pytest.raises(EnvError, match="non-finite value"):
+        check_env("test_envs_helpers:NaNObs")
+
+
+def test_unbounded_action_box_is_refused():
+    with pytest.raises(EnvError, match="is unbounded .*RescaleAction"):
+        make_env("test_envs_helpers:UnboundedAction", seed=0)
+    with pytest.raises(EnvError, match="is unbounded"):
+        check_env("test_envs_helpers:UnboundedAction")

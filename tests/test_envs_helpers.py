@@ -96,3 +96,25 @@ class Unseeded(Corridor):
 
 
 NOT_AN_ENV = 42
+
+
+class NeverEnds(Corridor):
+    """Neither terminates nor truncates, ever (and has no time limit)."""
+
+    def step(self, action):
+        return self._obs(), 0.0, False, False, {}
+
+
+class NaNObs(Corridor):
+    """Its observation turns NaN after the first step."""
+
+    def step(self, action):
+        obs, r, term, trunc, info = super().step(action)
+        obs[2] = np.nan
+        return obs, r, term, trunc, info
+
+
+class UnboundedAction(Corridor):
+    def __init__(self):
+        super().__init__()
+        self.action_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from quatrix_world.checkpoint import load_checkpoint
@@ -106,7 +107,6 @@ def test_ctrl_c_writes_final_checkpoint(tmp_path):
 
 
 def test_nonfinite_loss_is_skipped_then_stops(tmp_path):
-    import pytest
     from agents.trainer import Trainer, TrainingError
     from quatrix_world.config import load_config
     cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.max_nonfinite_skips=3", "trainer.progress=false",
@@ -147,3 +147,78 @@ def test_parallel_env_lanes_train_and_resume(tmp_path):
     assert evals == [150, 300, 400]                       # every 150 steps, and at the end of each run
     steps = [int(r[0]) for r in rows(run)]
     assert steps == sorted(steps)                         # no duplicated or reordered rows
+
+
+def test_torn_metrics_line_is_dropped_on_resume(tmp_path):
+    """A kill mid-append leaves a line without its newline: resume drops it instead of merging rows."""
+    from agents.logger import RunLogger
+    log = RunLogger(str(tmp_path))
+    log.scalars({"loss/world": 1.5, "eval/return": 0.25}, step=10, seconds=1.0)
+    log.scalars({"loss/world": 1.0}, step=30, seconds=2.0)
+    log.close()
+    with open(log.metrics_path, "a") as f:
+        f.write("40,3.00,loss/wor")                                 # torn
+    log.truncate(step=20)
+    rows = list(csv.reader(open(log.metrics_path)))
+    assert rows == [["step", "seconds", "name", "value"], ["10", "1.00", "loss/world", "1.5"],
+                    ["10", "1.00", "eval/return", "0.25"]]
+    log.scalars({"loss/world": 0.5}, step=21, seconds=2.5)
+    assert list(csv.reader(open(log.metrics_path)))[-1] == ["21", "2.50", "loss/world", "0.5"]
+    with open(log.metrics_path, "ab") as f:
+        f.write(b"\xff\xfe broken\n")
+    from quatrix_world.errors import QuatrixError
+    with pytest.raises(QuatrixError, match="metrics.csv is not UTF-8 text"):
+        log.truncate(step=30)
+
+
+def test_an_env_that_never_ends_cannot_hang_evaluation():
+    from agents.evaluate import Evaluator
+    from quatrix_world.config import load_config
+    from quatrix_world.world import QuatrixWorld
+    from agents import build_agent
+    cfg = load_config(["default.yaml", "debug.yaml"], ["env.id=test_envs_helpers:NeverEnds",
+                                                       "trainer.eval_max_steps=37", "trainer.eval_episodes=3"])
+    ev = Evaluator(cfg)
+    assert ev.step_cap() == 37                                  # no time limit of its own
+    env = ev.envs_for(1)[0]
+    from agents.collect import env_specs
+    obs, act = env_specs(env)
+    world = QuatrixWorld(cfg.world, obs, act)
+    agent = build_agent(cfg.agent, world.feat_dim, world.act_desc)
+    row, first, _ = ev(world, agent, step=0)
+    assert row["eval/return_sampled"] == 0.0 and len(first["actions"]) == 37
+    asked = []
+    ev.stop = lambda: len(asked) > 5 or asked.append(1)       # a stop request after a few steps
+    rng = torch.get_rng_state()
+    with pytest.raises(KeyboardInterrupt):
+        ev(world, agent, step=1)
+    assert torch.equal(torch.get_rng_state(), rng) and world.training   # left as it was
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MB tmpfs (needs root; CI runs as root)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_real_full_disk_is_one_clear_error(small_tmpfs):
+    """The first checkpoint (replay included) does not fit: `error: No space left on device`, exit 2,
+    no temp file left behind."""
+    run = small_tmpfs / "run"
+    r = subprocess.run([sys.executable, *BASE, "--run-dir", str(run), "--set", "trainer.total_steps=200",
+                        "--set", "trainer.checkpoint_every=100", "--set", "trainer.eval_every=1000"],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: No space left on device"), r.stderr
+    assert "latest.pt" in lines[0]
+    assert not [f for f in os.listdir(run / "checkpoints") if f.startswith(".tmp-")]

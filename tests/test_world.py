@@ -44,6 +44,23 @@ def test_unpack_alignment():
     assert d["terminated"][0].tolist() == [False] * (T - 1) + [True]
 
 
+def test_truncation_is_not_termination():
+    """A time limit (truncated, not terminated) keeps the continue target at 1: the loss of a batch
+    truncated at step 2 equals the loss of the same batch without the flag."""
+    w = small_world()
+    plain = episode_batch()
+    cut = episode_batch()
+    cut["next", "truncated"][:, 2] = True
+    cut["next", "done"] = cut["next", "truncated"] | cut["next", "terminated"]
+    d = w.unpack(cut)
+    assert d["terminated"][0].tolist() == [False] * (T - 1) + [True]      # row 2 still continues
+    torch.manual_seed(3)
+    loss_cut, m_cut, _ = w.loss(cut)
+    torch.manual_seed(3)
+    loss_plain, m_plain, _ = w.loss(plain)
+    assert torch.equal(loss_cut, loss_plain) and torch.equal(m_cut["loss/continue"], m_plain["loss/continue"])
+
+
 def test_token_t_predicts_step_t():
     """h_t (which predicts z_{t+1}, reward_t, cont_t) sees action a_t but nothing after t."""
     w = small_world()
@@ -285,3 +302,12 @@ def test_image_decoder_patch_layout_loss_matches_the_image_loss():
     z, target = torch.randn(5, 12), torch.randint(0, 256, (5, 16, 24, 3), dtype=torch.uint8)
     ref = (dec(z) - (target.float() / 255.0 - 0.5)).pow(2).flatten(1).sum(-1)
     assert torch.allclose(dec.loss(z, target), ref, rtol=1e-5)
+
+
+def test_features_split_into_named_parts():
+    w = small_world()
+    traj = w.imagine(w.observe(episode_batch()), uniform_policy, horizon=4)
+    f = w.split_features(traj["feat"])                              # [B, 4, F] -> z, h
+    assert f.z.shape == (B, 4, w.z_dim) and f.h.shape == (B, 4, w.h_dim)
+    assert torch.equal(w.features(f.z, f.h), traj["feat"])
+    assert torch.allclose(f.z.sum(-1), torch.full((B, 4), float(w.cfg.latent_groups)))   # one-hot per group

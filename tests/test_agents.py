@@ -1,0 +1,183 @@
+"""The RL math and the agent interface: λ-returns, two-hot, return normalisation, GRPO advantages,
+the actor, the losses the loop steps, and the NaN guard that runs before any weight moves."""
+import math
+
+import pytest
+import torch
+
+from agents import GRPO, ActorCritic, build_agent
+from agents.common import Actor, ReturnNorm, lambda_returns
+from quatrix_world.config import AgentConfig, load_config
+from quatrix_world.latents import TwoHot, symexp, symlog
+
+N, H, F = 3, 5, 7          # distinct sizes: rows, horizon, feature dim
+
+
+def test_lambda_returns_by_hand():
+    r = torch.tensor([[1.0, 2.0, 3.0]])
+    c = torch.tensor([[1.0, 0.5, 1.0]])
+    v = torch.tensor([[10.0, 20.0, 30.0]])                  # v(s_{t+1})
+    g, lam = 0.9, 0.8
+    R2 = 3 + g * 1.0 * ((1 - lam) * 30 + lam * 30)
+    R1 = 2 + g * 0.5 * ((1 - lam) * 20 + lam * R2)
+    R0 = 1 + g * 1.0 * ((1 - lam) * 10 + lam * R1)
+    assert torch.allclose(lambda_returns(r, c, v, g, lam), torch.tensor([[R0, R1, R2]]))
+
+
+def test_lambda_returns_limits():
+    torch.manual_seed(0)
+    r, v = torch.randn(N, H), torch.randn(N, H)
+    c = (torch.rand(N, H) > 0.2).float()
+    g = 0.97
+    # λ = 0: one-step TD targets
+    assert torch.allclose(lambda_returns(r, c, v, g, 0.0), r + g * c * v)
+    # λ = 1: discounted Monte-Carlo returns bootstrapped with the last value
+    mc = torch.empty(N, H)
+    last = v[:, -1]
+    for t in reversed(range(H)):
+        last = r[:, t] + g * c[:, t] * last
+        mc[:, t] = last
+    assert torch.allclose(lambda_returns(r, c, v, g, 1.0), mc)
+    # a terminal step (c = 0) cuts everything after it
+    c2 = torch.ones(N, H)
+    c2[:, 1] = 0
+    out = lambda_returns(r, c2, v, g, 0.95)
+    assert torch.allclose(out[:, 1], r[:, 1])
+
+
+def test_twohot_roundtrip_and_loss():
+    th = TwoHot(255)
+    x = torch.tensor([-300.0, -1.0, 0.0, 0.37, 5.0, 1234.0])
+    target = th.encode(x)
+    assert target.shape == (6, 255)
+    assert torch.allclose(target.sum(-1), torch.ones(6))
+    assert ((target > 0).sum(-1) <= 2).all()                 # at most two neighbouring bins
+    decoded = symexp((target * th.bins).sum(-1))            # expectation in symlog space, then back
+    assert torch.allclose(decoded, x, rtol=1e-4, atol=1e-4)
+    logits = torch.log(target.clamp(min=1e-12))
+    assert torch.allclose(th.decode(logits), x, rtol=1e-3, atol=1e-3)
+    # the loss is smallest at the target
+    assert (th.loss(logits, x) < th.loss(torch.zeros(6, 255), x)).all()
+    assert torch.allclose(symexp(symlog(x)), x)
+
+
+def test_return_norm_scale_is_ema_of_percentile_range_floored_at_one():
+    rn = ReturnNorm(decay=0.5)
+    ret = torch.linspace(0, 100, 101)                        # P95 - P5 = 90
+    assert float(rn(ret)) == pytest.approx(90.0)
+    assert float(rn(ret * 0)) == pytest.approx(45.0)         # EMA: 0.5 * 90 + 0.5 * 0
+    small = ReturnNorm()
+    assert float(small(torch.full((10,), 0.3))) == 1.0       # range 0 -> floor 1
+    state = rn.state_dict()
+    rn2 = ReturnNorm(decay=0.5)
+    rn2.load_state_dict(state)
+    assert float(rn2.scale) == pytest.approx(45.0)
+
+
+def test_actor_discrete_and_continuous():
+    torch.manual_seed(0)
+    a = Actor(F, {"kind": "discrete", "n": 4}, hidden=16, layers=2)
+    feat = torch.randn(N, H, F)
+    dist = a(feat)
+    assert dist.probs.shape == (N, H, 4)
+    assert (dist.probs >= 0.01 / 4 - 1e-7).all()              # 1% unimix: every action stays possible
+    assert a.act(feat).shape == (N, H) and a.act(feat, deterministic=True).shape == (N, H)
+    c = Actor(F, {"kind": "continuous", "dim": 2, "low": [-1.0, 0.0], "high": [1.0, 3.0]}, hidden=16, layers=2)
+    x = c.act(torch.randn(50, F) * 5)
+    assert x.shape == (50, 2)
+    assert (x[:, 0] >= -1).all() and (x[:, 0] <= 1).all() and (x[:, 1] >= 0).all() and (x[:, 1] <= 3).all()
+    mean = c(torch.zeros(1, F)).mean                          # zero-initialised head: the middle of the box
+    assert torch.allclose(mean, torch.tensor([[0.0, 1.5]]))
+
+
+def _grpo_batch(agent, G=4, n=2):
+    torch.manual_seed(1)
+    M = n * G
+    score = torch.randn(M)
+    grouped = score.reshape(n, G)
+    adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + agent.cfg.grpo_std_floor)
+    return {"feat": torch.randn(M, H, F), "action": torch.randint(3, (M, H)), "weight": torch.ones(M, H),
+            "old_logp": torch.full((M, H), math.log(1 / 3)), "reward": torch.randn(M, H),
+            "returns": torch.randn(M, H), "score": score, "grouped": grouped,
+            "adv": adv.reshape(M, 1).expand(-1, H)}
+
+
+def test_grpo_advantages_are_group_relative():
+    b = _grpo_batch(GRPO(AgentConfig(kind="grpo", group_size=4), F, {"kind": "discrete", "n": 3}))
+    adv = b["adv"][:, 0].reshape(2, 4)
+    assert torch.allclose(adv.mean(1), torch.zeros(2), atol=1e-6)
+    assert (adv.std(1) < 1.0).all()                          # the std floor shrinks them below unit size
+
+
+def test_losses_name_the_terms_the_loop_steps():
+    act = {"kind": "discrete", "n": 3}
+    ac = ActorCritic(AgentConfig(hidden_size=16), F, act)
+    assert set(ac.optimizers) == {"actor", "critic"} and ac.epochs == 1
+    b = {"feat": torch.randn(N, H, F), "action": torch.randint(3, (N, H)), "weight": torch.ones(N, H),
+         "reward": torch.randn(N, H), "value": torch.zeros(N, H), "returns": torch.randn(N, H),
+         "scale": torch.tensor(1.0), "adv": torch.randn(N, H)}
+    losses, metrics = ac.losses(b)
+    assert set(losses) == {"loss_actor", "loss_critic"}
+    assert all(t.requires_grad and t.dim() == 0 for t in losses.values())
+    assert all(k.startswith("agent/") for k in metrics)
+    g = GRPO(AgentConfig(kind="grpo", group_size=4, epochs=3, hidden_size=16), F, act)
+    assert g.epochs == 3
+    gb = _grpo_batch(g)
+    assert set(g.losses(gb, 0)[0]) == {"loss_actor", "loss_critic"}
+    assert set(g.losses(gb, 1)[0]) == {"loss_actor"}          # the critic trains once per update
+    # the actor loss only reaches the actor; the critic loss only the critic
+    losses, _ = g.losses(gb, 0)
+    losses["loss_actor"].backward()
+    assert all(p.grad is None for p in g.critic.parameters())
+    assert any(p.grad is not None for p in g.actor.parameters())
+
+
+def test_build_agent_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="agent.kind must be one of"):
+        build_agent(AgentConfig(kind="dqn"), F, {"kind": "discrete", "n": 3})
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    from agents.trainer import Trainer
+    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", "trainer.prefill=20",
+                                                       "trainer.max_nonfinite_skips=3"])
+    tr = Trainer(cfg, str(tmp_path / "run"), quiet=True)
+    tr.start_collection()
+    while tr.step < cfg.trainer.prefill or not tr.replay.ready():
+        tr.collect_step()
+    return tr
+
+
+def test_nonfinite_agent_loss_is_skipped_before_any_weight_moves(trainer, monkeypatch):
+    real = trainer.agent.losses
+
+    def poisoned(batch, epoch=0):
+        losses, metrics = real(batch, epoch)
+        return {"loss_actor": losses["loss_actor"] * float("nan"), **{k: v for k, v in losses.items()
+                                                                       if k != "loss_actor"}}, metrics
+    monkeypatch.setattr(trainer.agent, "losses", poisoned)
+    before = {k: v.clone() for k, v in trainer.agent.state_dict().items()}
+    opt_before = len(trainer.agent.actor_opt.state)
+    with pytest.warns(UserWarning, match="non-finite agent actor loss"):
+        out = trainer.train_step()
+    assert out == {"train/skipped_updates": 1.0}
+    after = trainer.agent.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)     # actor, critic, slow critic untouched
+    assert all(torch.isfinite(p).all() for p in trainer.agent.parameters())
+    assert len(trainer.agent.actor_opt.state) == opt_before          # Adam never saw the NaN
+    from agents.trainer import TrainingError
+    with pytest.raises(TrainingError, match="non-finite for 3 updates in a row"):
+        with pytest.warns(UserWarning):
+            trainer.train_step()
+            trainer.train_step()
+
+
+def test_a_finite_update_steps_every_optimiser(trainer):
+    before = {k: v.clone() for k, v in trainer.agent.state_dict().items()}
+    out = trainer.train_step()
+    for k in ("loss/actor", "loss/critic", "agent/actor_gnorm", "agent/critic_gnorm", "loss/world"):
+        assert math.isfinite(out[k]), k
+    after = trainer.agent.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert {"actor", "critic", "slow_critic"} <= changed
