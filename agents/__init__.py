@@ -15,4 +15,16 @@ def build_agent(cfg: AgentConfig, feat_dim: int, act_desc: dict) -> AgentBase:
     return AGENTS[cfg.kind](cfg, feat_dim, act_desc)
 
 
-__all__ = ["AGENTS", "Actor", "ActorCritic", "AgentBase", "Critic", "GRPO", "build_agent", "lambda_returns"]
+def train(*args, **kwargs):
+    """See agents.api.train (imported on first use: it pulls in gymnasium and torchrl)."""
+    from .api import train as _train
+    return _train(*args, **kwargs)
+
+
+def load(*args, **kwargs):
+    """See agents.api.load."""
+    from .api import load as _load
+    return _load(*args, **kwargs)
+
+
+__all__ = ["AGENTS", "Actor", "ActorCritic", "AgentBase", "Critic", "GRPO", "build_agent", "lambda_returns", "load", "train"]

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a checkpoint on fresh episodes")
     e.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     e.add_argument("--episodes", type=int, default=10)
-    e.add_argument("--sampled", action="store_true", help="sample actions instead of the mode")
+    e.add_argument("--deterministic", action="store_true", help="the most likely action instead of a sampled "
+                   "one (default: sampled, the policy as trained and as the benchmark tables score it)")
     e.add_argument("--out", help="where to write eval.json (default: the run directory)")
 
     i = sub.add_parser("imagine", help="render an imagined rollout from a checkpoint")
@@ -123,11 +124,13 @@ def cmd_train(args) -> int:
     summary = trainer.train()
     if not trainer.is_main:          # data parallel: rank 0 reports for all (other ranks do not evaluate)
         return 0
+    if summary["interrupted"]:       # the trainer said where the checkpoint is and how to continue
+        return 130
     last = summary.get("last_eval", {})
+    scores = [f"{name} {last[key]:.3f}" for name, key in (("eval return", "eval/return"),
+                                                          ("sampled", "eval/return_sampled")) if key in last]
     print(f"done: {summary['step']} env steps, {summary['updates']} updates, "
-          f"eval return {last.get('eval/return', float('nan')):.3f} "
-          f"(sampled {last.get('eval/return_sampled', float('nan')):.3f}), "
-          f"{summary['wall_seconds']:.0f}s — run in {run_dir}")
+          f"{', '.join(scores) or 'not evaluated'}, {summary['wall_seconds']:.0f}s — run in {run_dir}")
     return 0
 
 
@@ -158,7 +161,7 @@ def cmd_eval(args) -> int:
     out = args.out or os.path.join(run.run_dir, "eval.json")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise UsageError(f"output directory for '{out}' does not exist — create it first")
-    result = evaluate(run, args.episodes, deterministic=not args.sampled)
+    result = evaluate(run, args.episodes, deterministic=args.deterministic)
     write_json(result, out)
     print(f"{result['env']} step {result['step']}: return {result['mean_return']:.3f} ± {result['std_return']:.3f} "
           f"over {args.episodes} episodes -> {out}")

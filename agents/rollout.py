@@ -14,7 +14,7 @@ from quatrix_world.world import QuatrixWorld
 
 from . import build_agent
 from .collect import build_env, env_specs
-from .policy import episode_batch, play_episode
+from .policy import OnlinePolicy, episode_batch, play_episode
 
 
 class LoadedRun:
@@ -44,6 +44,37 @@ class LoadedRun:
         """One real episode -> dict(obs, actions, rewards, frames, return)."""
         return play_episode(self.world, self.agent, self.env, self.cfg.trainer.seq_len - 1, seed, deterministic,
                             max_steps, keep=True)
+
+    def evaluate(self, episodes: int = 10, deterministic: bool = False) -> dict:
+        """Mean and per-episode returns on fresh episodes (sampled actions unless deterministic)."""
+        return evaluate(self, episodes, deterministic)
+
+    def imagine(self, horizon: int | None = None, group: int = 1, context: int = 4, seed: int = 0):
+        """`context` real steps, then `horizon` (default: as long as the model trained for) imagined
+        steps in `group` branches -> (frames [RGB per step, branches side by side], the rollout)."""
+        horizon = horizon or max(1, self.cfg.trainer.seq_len - context)
+        return imagine_frames(self, horizon, group, context, seed)
+
+    def policy(self, deterministic: bool = False) -> "Policy":
+        """The agent acting in this run's env (reset with `policy.reset()` at each new episode)."""
+        return Policy(self, deterministic)
+
+
+class Policy:
+    """`step(td)` -> the action for the current observation of `run.env` (a TensorDict from its
+    reset/step), keeping the episode's context in the world model as the trainer's acting does."""
+
+    def __init__(self, run: LoadedRun, deterministic: bool):
+        self.online = OnlinePolicy(run.world, run.agent, run.cfg.trainer.seq_len - 1)
+        self.deterministic = deterministic
+
+    def reset(self) -> None:
+        self.online.reset()
+
+    def step(self, td) -> torch.Tensor:
+        action = self.online.act({k: td[k] for k in self.online.world.obs_desc}, self.deterministic)
+        self.online.record(action)
+        return action
 
 
 def evaluate(run: LoadedRun, episodes: int, deterministic: bool) -> dict:

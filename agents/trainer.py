@@ -158,7 +158,7 @@ class Trainer:
                 if reached:
                     self.save(os.path.join(self.ckpt_dir, "latest.pt"))
                     break
-                if due_at(t.checkpoint_every):
+                if due_at(t.checkpoint_every) and self.nonfinite == 0:   # never over the last good one
                     self.save(os.path.join(self.ckpt_dir, "latest.pt"))
                 if bar is not None:
                     bar.update(self.step - before)

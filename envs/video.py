@@ -52,6 +52,9 @@ def write_video(frames, path: str, fps: int = 8) -> str:
     from moviepy import ImageSequenceClip
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)              # mkstemp makes 0600; a video is an ordinary file
     try:
         clip = ImageSequenceClip(frames, fps=fps)
         if ext == ".mp4":

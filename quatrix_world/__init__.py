@@ -10,3 +10,15 @@ from .blocks import QuatrixBlock, QuatrixStack
 from .lm import QuatrixLM
 from .vision import QuatrixVision
 from .audio import QuatrixAudio, log_mel_spectrogram, mel_filterbank
+
+_LAZY = {"QuatrixWorld": ("world", "QuatrixWorld"), "WorldConfig": ("config", "WorldConfig"),
+         "Config": ("config", "Config"), "load_config": ("config", "load_config"),
+         "ImaginedEnv": ("imagine", "ImaginedEnv")}
+
+
+def __getattr__(name):          # the world model and torchrl-based parts load on first use
+    if name in _LAZY:
+        import importlib
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'quatrix_world' has no attribute '{name}'")

@@ -294,7 +294,7 @@ def _coerce(key: str, value: Any, tp) -> Any:
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if not ok:
             raise ConfigError(f"wrong type for '{key}': expected {expected.__name__}, "
-                              f"got {type(value).__name__} {value!r} — write it as a {expected.__name__}")
+                              f"got {type(value).__name__} {value!r} — write it as {'an' if expected.__name__[0] in 'aeiou' else 'a'} {expected.__name__}")
     return value
 
 

@@ -77,3 +77,11 @@ def test_grpo_needs_a_group():
     with pytest.raises(ConfigError, match="agent.group_size must be >= 2 for GRPO"):
         load_config([], ["agent.kind=grpo", "agent.group_size=1"])
     assert load_config([], ["agent.group_size=1"]).agent.group_size == 1     # actor-critic ignores it
+
+
+def test_a_missing_path_is_not_replaced_by_a_shipped_config(tmp_path):
+    assert load_config(["debug.yaml"]).trainer.total_steps == load_config(["configs/debug.yaml"]).trainer.total_steps
+    with pytest.raises(ConfigError, match="config file not found: '/nonexistent/dir/debug.yaml'"):
+        load_config(["/nonexistent/dir/debug.yaml"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config([str(tmp_path / "debug.yaml")])
