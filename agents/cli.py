@@ -210,6 +210,10 @@ def cmd_record(args) -> int:
         if args.side_by_side:
             real, imag, captions, ep = open_loop(run, args.seed + i, args.context)
             frames += side_by_side(real, imag, captions=captions)
+            if len(real) < len(ep["actions"]) - min(args.context, len(ep["actions"])) + 1:
+                print(f"episode {i}: side by side up to step {args.context - 1 + len(real) - 1} of "
+                      f"{len(ep['actions'])}: open-loop imagination ends at world.max_seq_len="
+                      f"{run.cfg.world.max_seq_len} positions")
         else:
             ep = run.episode(args.seed + i)
             frames += ep["frames"]

@@ -98,15 +98,20 @@ def imagine_frames(run: LoadedRun, horizon: int, group: int = 1, context: int = 
     key = _image_key(run.world)
     if key is None:
         raise UsageError(f"{run.cfg.env.id} has no image observation to render an imagined rollout of")
+    from envs.video import labelled
     ep = run.episode(seed, max_steps=context)
     k = len(ep["actions"])
     state = run.world.observe(episode_batch(ep, k, run.world), sample=False)
     traj = run.world.imagine(state, run.agent.actor, horizon, group_size=group)     # [G, H]
-    frames = []
+    names = [f"branch {g + 1}" for g in range(group)] if group > 1 else None
+    frames = [labelled([ep["obs"][t][key].numpy()] * group, f"real step {t} (context {t + 1}/{k})", labels=names)
+              for t in range(k)]
     for t in range(horizon):
         f = run.world.split_features(traj["feat"][:, t])
         imgs = run.world.decode(f.z, f.h)[key].numpy()                                   # [G, h, w, c]
-        frames.append(np.concatenate(list(imgs), axis=1))
+        r = traj["reward"][:, t]
+        frames.append(labelled(list(imgs), f"imagined step {k - 1 + t + 1} (+{t + 1}/{horizon}) "
+                               f"r^ {float(r.mean()) + 0.0:+.2f}", labels=names))
     return frames, traj
 
 
@@ -139,7 +144,8 @@ def open_loop(run: LoadedRun, seed: int, context: int = 4):
         state = run.world.step(state, ep["actions"][t][None])
         rhat.append(float(state["reward"][0]))
     rewards = ep["rewards"][k - 1:]
-    captions = [f"t={k - 1 + i} r={r:.2f} rhat={p:.2f}" for i, (r, p) in enumerate(zip(rewards, rhat))]
+    captions = [f"step {k - 1 + i}  reward {r + 0.0:+.2f}  predicted {round(p, 2) + 0.0:+.2f}"
+                for i, (r, p) in enumerate(zip(rewards, rhat))]
     return real, imag, captions, ep
 
 

@@ -57,9 +57,9 @@ def _image_leaf(src, space: spaces.Box) -> Leaf | None:
         return Leaf(src, "image", space, (*shp, 1), np.uint8, lambda x: x[..., None])
     if len(shp) != 3:
         return None
-    if shp[-1] in (1, 3, 4):
+    if shp[-1] in (1, 3, 4) or shp[-1] < min(shp[0], shp[1]):        # channels last (MinAtar: 10x10xC)
         return Leaf(src, "image", space, shp, np.uint8, lambda x: x)
-    if shp[0] in (1, 3, 4):
+    if shp[0] in (1, 3, 4) or shp[0] < min(shp[1], shp[2]):          # channels first
         return Leaf(src, "image", space, (shp[1], shp[2], shp[0]), np.uint8,
                     lambda x: np.ascontiguousarray(x.transpose(1, 2, 0)))
     return None

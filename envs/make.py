@@ -84,12 +84,15 @@ def build_gym_env(spec, max_episode_steps=None, render_mode="rgb_array", **kwarg
             env = _import_spec(spec, kwargs)
             spec_str = spec
         else:
+            family = family_of(spec)
+            if family is not None:
+                family.register()
+                kwargs = {**family.make_kwargs, **kwargs}
             _ensure_registered()
             if spec not in gym.registry:
                 raise EnvError(f"unknown env id '{spec}'{suggest(spec, gym.registry.keys()) or ''} — use a registered "
                                "gymnasium id, 'package.module:Name', a gymnasium.Env instance or class")
             spec_str = spec
-            family = family_of(spec)
             fam_opts = {k: kwargs.pop(k) for k in family_options() if k in kwargs}
             unknown = sorted(set(fam_opts) - set(family.options if family else ()))
             if unknown:

@@ -9,6 +9,22 @@ import numpy as np
 from .errors import EnvError
 
 
+PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+                    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128],
+                    [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0], [170, 255, 195]], np.uint8)
+
+
+def channels_to_rgb(x: np.ndarray) -> np.ndarray:
+    """An image of C object channels [H, W, C] (MinAtar) -> RGB: each pixel takes the colour of its
+    last active channel (>= 128), black where none is."""
+    x = np.asarray(x)
+    on = x >= 128
+    idx = np.where(on.any(-1), x.shape[-1] - 1 - np.argmax(on[..., ::-1], -1), -1)
+    rgb = PALETTE[np.maximum(idx, 0) % len(PALETTE)]
+    rgb[idx < 0] = 0
+    return rgb
+
+
 def _frames_array(frames) -> list[np.ndarray]:
     if frames is None or len(frames) == 0:
         raise EnvError("write_video got no frames — pass a non-empty list of uint8 HxWx3 frames")
@@ -17,6 +33,8 @@ def _frames_array(frames) -> list[np.ndarray]:
         f = np.asarray(f.detach().cpu() if hasattr(f, "detach") else f)
         if f.ndim == 2:
             f = np.repeat(f[..., None], 3, -1)
+        if f.ndim == 3 and f.shape[-1] not in (1, 3, 4) and f.shape[-1] < min(f.shape[:2]):
+            f = channels_to_rgb(f)                  # object channels, not colours
         if f.ndim != 3 or f.shape[-1] not in (1, 3, 4):
             raise EnvError(f"frame {i} has shape {f.shape}; frames must be HxWx3 (or HxWx1 / HxWx4)")
         if f.shape[-1] == 1:
@@ -74,10 +92,12 @@ def _upscale(f: np.ndarray, scale: int) -> np.ndarray:
     return f if scale == 1 else np.repeat(np.repeat(f, scale, axis=0), scale, axis=1)
 
 
-def _caption_row(text: str, width: int, height: int) -> np.ndarray:
+def _caption_row(text, width: int, height: int, xs=None) -> np.ndarray:
+    """A dark row of `height` px with `text` (or several texts, each at its x in `xs`) in light grey."""
     row = np.zeros((height, width, 3), np.uint8)
     if not text:
         return row
+    texts, xs = ([text], [4]) if isinstance(text, str) else (list(text), list(xs))
     try:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:  # pragma: no cover - pillow ships with matplotlib
@@ -87,8 +107,27 @@ def _caption_row(text: str, width: int, height: int) -> np.ndarray:
         font = ImageFont.load_default(size=max(8, height - 6))
     except TypeError:   # old pillow: fixed bitmap font
         font = ImageFont.load_default()
-    ImageDraw.Draw(img).text((4, 2), text, fill=(235, 235, 235), font=font)
+    draw = ImageDraw.Draw(img)
+    for t, x in zip(texts, xs):
+        draw.text((x, 2), t, fill=(235, 235, 235), font=font)
     return np.asarray(img)
+
+
+def labelled(frames: list, caption: str, scale: int = 4, labels=None) -> np.ndarray:
+    """Frames of one size side by side (1-px grey separators), nearest-upscaled by `scale`, with a
+    caption row below and, with `labels`, a row naming each column above."""
+    frames = _frames_array(frames)
+    h = frames[0].shape[0]
+    sep = np.full((h, 1, 3), 128, np.uint8)
+    parts = [p for f in frames for p in (f, sep)][:-1]
+    body = _upscale(np.concatenate(parts, axis=1), max(1, int(scale)))
+    rows = []
+    height = max(14, 3 * scale + 6)
+    if labels is not None:
+        xs = [4 + i * (frames[0].shape[1] + 1) * scale for i in range(len(labels))]
+        rows.append(_caption_row(labels, body.shape[1], height, xs))
+    rows += [body, _caption_row(caption, body.shape[1], height)]
+    return np.concatenate(rows, axis=0)
 
 
 def side_by_side(real, imagined, captions=None, scale: int = 4) -> list[np.ndarray]:
@@ -103,12 +142,8 @@ def side_by_side(real, imagined, captions=None, scale: int = 4) -> list[np.ndarr
         ih, iw = imagined[0].shape[:2]
         ys, xs = (np.arange(h) * ih // h), (np.arange(w) * iw // w)
         imagined = [f[ys][:, xs] for f in imagined]
-    scale = max(1, int(scale))
     out = []
     for i, (r, m) in enumerate(zip(real, imagined)):
         err = np.abs(r.astype(np.int16) - m.astype(np.int16)).astype(np.uint8)
-        sep = np.full((r.shape[0], 1, 3), 128, np.uint8)
-        top = _upscale(np.concatenate([r, sep, m, sep, err], axis=1), scale)
-        cap = _caption_row(captions[i] if captions else "", top.shape[1], max(14, 3 * scale + 6))
-        out.append(np.concatenate([top, cap], axis=0))
+        out.append(labelled([r, m, err], captions[i] if captions else "", scale, labels=["real", "imagined", "|error|"]))
     return out

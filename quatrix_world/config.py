@@ -414,4 +414,8 @@ def to_yaml(cfg) -> str:
 
 
 def config_from_yaml_text(text: str) -> Config:
-    return validate(from_dict(yaml.safe_load(text) or {}))
+    """The config saved in a checkpoint (a `model:` section of older checkpoints, never read, is dropped)."""
+    data = yaml.safe_load(text) or {}
+    if isinstance(data, dict):
+        data.pop("model", None)
+    return validate(from_dict(data))

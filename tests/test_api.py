@@ -19,9 +19,11 @@ def test_readme_python_api(tmp_path, monkeypatch, capsys):
     exec(compile(readme_api_block(), "README.md", "exec"), scope)
     run, frames, traj = scope["run"], scope["frames"], scope["traj"]
     assert (tmp_path / "runs" / "notebook" / "checkpoints" / "latest.pt").is_file()
-    assert run.step == 300 and len(frames) == 8 and traj.batch_size == torch.Size([2, 8])
+    assert run.step == 300 and traj.batch_size == torch.Size([2, 8])
+    assert len(frames) == 4 + 8                          # the real context (4 steps), then 8 imagined
+    assert len({f.shape for f in frames}) == 1
     h, w, c = frames[0].shape
-    assert c == 3 and w == 2 * h                          # two branches side by side
+    assert c == 3 and w == (2 * 56 + 1) * 4              # two 56-px branches, a separator, upscaled 4x
     mean = float(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= mean <= 1.0
     assert run.env.action_spec.is_in(scope["policy"].step(scope["td"]))

@@ -314,3 +314,57 @@ def test_unbounded_action_box_is_refused():
         make_env("test_envs_helpers:UnboundedAction", seed=0)
     with pytest.raises(EnvError, match="is unbounded"):
         check_env("test_envs_helpers:UnboundedAction")
+
+
+def test_atari_family_runs_the_100k_protocol():
+    pytest.importorskip("ale_py")
+    from envs.families import AtariFrames, family_of
+    env = make_env("ALE/Pong-v5", seed=3)
+    td = env.reset()
+    assert td["pixels"].shape == (64, 64, 3) and td["pixels"].dtype == torch.uint8
+    assert env.action_spec.n == 6                                   # the minimal action set
+    gym_env = env.gym_env
+    while not isinstance(gym_env, AtariFrames):
+        gym_env = gym_env.env
+    assert gym_env.frame_skip == 4 and not gym_env.life_loss
+    ale = gym_env.env.unwrapped
+    assert ale._frameskip == 1                                      # the wrapper skips, with max-pooling
+    assert float(ale.ale.getFloat("repeat_action_probability")) == pytest.approx(0.25)
+    assert int(ale.ale.getInt("max_num_frames_per_episode")) == 108_000
+    again = make_env("ALE/Pong-v5", seed=3).reset()
+    assert torch.equal(td["pixels"], again["pixels"])               # reproducible given the seed
+    td["action"] = torch.tensor(2)
+    out = env.step(td)["next"]
+    assert out["pixels"].shape == (64, 64, 3)
+    assert make_env("ALE/Pong-v5", seed=0, life_loss=True, screen_size=32).reset()["pixels"].shape == (32, 32, 3)
+    with pytest.raises(EnvError, match="only apply to Atari envs"):
+        make_env("CartPole-v1", life_loss=True)
+    fam = family_of("ALE/Breakout-v5")
+    missing = type(fam)("Atari", ("NoSuchSuite/",), fam.options, fam.wrap, requires=("no_such_ale_module", "atari"))
+    with pytest.raises(EnvError, match=r'need the .no_such_ale_module. package — pip install -e "\.\[atari\]"'):
+        missing.register()
+
+
+def test_object_channel_images_and_their_colours():
+    """Any channel count below the image sides is an image (MinAtar's 10x10xC); videos colour it."""
+    from envs.video import PALETTE, _frames_array, channels_to_rgb
+    env = make_env("test_envs_helpers:ObjectChannels", seed=0)
+    assert env.quatrix_info["obs_kinds"] == {"pixels": "image"}
+    assert env.reset()["pixels"].shape == (10, 10, 7)
+    x = np.zeros((10, 10, 7), np.uint8)
+    x[1, 2, 3] = 255
+    x[4, 5, [0, 6]] = 255                                         # two objects: the last channel wins
+    rgb = channels_to_rgb(x)
+    assert rgb.shape == (10, 10, 3) and rgb.dtype == np.uint8
+    assert (rgb[1, 2] == PALETTE[3]).all() and (rgb[4, 5] == PALETTE[6]).all() and (rgb[0, 0] == 0).all()
+    assert _frames_array([x])[0].shape == (10, 10, 3)
+
+
+def test_minatar_family():
+    pytest.importorskip("minatar")
+    env = make_env("MinAtar/Freeway-v1", seed=1)
+    td = env.reset()
+    assert td["pixels"].shape == (10, 10, 7) and td["pixels"].dtype == torch.uint8
+    assert set(td["pixels"].unique().tolist()) <= {0, 255}
+    assert torch.equal(td["pixels"], make_env("MinAtar/Freeway-v1", seed=1).reset()["pixels"])
+    assert "OK" in format_report(check_env("MinAtar/Breakout-v1"))

@@ -118,3 +118,16 @@ class UnboundedAction(Corridor):
     def __init__(self):
         super().__init__()
         self.action_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+
+class ObjectChannels(Corridor):
+    """A MinAtar-like observation: 10x10 with 7 object channels (uint8 0/255)."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = spaces.Box(0, 255, (10, 10, 7), np.uint8)
+
+    def _obs(self):
+        x = np.zeros((10, 10, 7), np.uint8)
+        x[self.pos, 0, self.pos % 7] = 255
+        return x

@@ -41,10 +41,12 @@ def test_side_by_side():
     out = side_by_side(real, imag, captions=["t=0 r=0.00 r̂=0.01", "t=1", "t=2"], scale=4)
     assert len(out) == 3
     h, w = out[0].shape[:2]
-    assert w == (3 * 8 + 2) * 4 and h > 8 * 4 and out[0].dtype == np.uint8
-    assert np.array_equal(out[0][:4:4, :32:4], real[0][:1])                       # left column = real
+    top = 18                                                                        # the column-name row
+    assert w == (3 * 8 + 2) * 4 and h == top + 8 * 4 + 18 and out[0].dtype == np.uint8
+    assert out[0][:top].any()                                                       # "real | imagined | |error|"
+    assert np.array_equal(out[0][top:top + 4:4, :32:4], real[0][:1])               # left column = real
     err = np.abs(real[0].astype(int) - imag[0].astype(int)).astype(np.uint8)
-    assert np.array_equal(out[0][:32:4, (18 * 4)::4][:8, :8], err)               # right column = |error|
-    assert out[0][32:].any()                                                        # caption drawn
+    assert np.array_equal(out[0][top:top + 32:4, (18 * 4)::4][:8, :8], err)        # right column = |error|
+    assert out[0][top + 32:].any()                                                  # caption drawn
     with pytest.raises(EnvError, match="equal counts"):
         side_by_side(real, imag[:2])
