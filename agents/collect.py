@@ -63,7 +63,12 @@ def env_specs(env) -> tuple[dict, dict]:
         obs_spec, act_spec = obs_spec[0], act_spec[0]
     keys = [k for k in obs_spec.keys() if isinstance(k, str) and k in kinds] or \
            [k for k in obs_spec.keys() if isinstance(k, str) and k not in ("is_init",)]
-    return describe_obs({k: obs_spec[k] for k in keys}, kinds), describe_action(act_spec)
+    desc = describe_obs({k: obs_spec[k] for k in keys}, kinds)
+    rate = getattr(env, "quatrix_info", {}).get("audio_sample_rate")
+    for d in desc.values():
+        if d["kind"] == "audio" and rate:
+            d["sample_rate"] = int(rate)       # the encoder's mel filters follow the env's rate
+    return desc, describe_action(act_spec)
 
 
 class Collector:

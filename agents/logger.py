@@ -9,6 +9,7 @@ import csv
 import os
 
 from quatrix_world.errors import QuatrixError
+from quatrix_world.files import atomic_path
 
 
 class RunLogger:
@@ -52,10 +53,8 @@ class RunLogger:
         header, body = (rows[0], rows[1:]) if rows else (["step", "seconds", "name", "value"], [])
         keep = [r for r in body if len(r) == 4 and r[0].isdigit() and int(r[0]) <= step]
         if len(keep) != len(body) or complete != text:
-            tmp = self.metrics_path + ".tmp"
-            with open(tmp, "w", newline="") as f:
+            with atomic_path(self.metrics_path) as tmp, open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows([header] + keep)
-            os.replace(tmp, self.metrics_path)
 
     def video(self, tag: str, frames, step: int) -> None:
         from .tb_video import add_gif
@@ -81,10 +80,9 @@ class RunLogger:
             a.legend()
         fig.suptitle(title)
         fig.tight_layout()
-        tmp = os.path.join(self.run_dir, ".curves.tmp.png")
-        fig.savefig(tmp, dpi=80)
+        with atomic_path(os.path.join(self.run_dir, "curves.png")) as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
         plt.close(fig)
-        os.replace(tmp, os.path.join(self.run_dir, "curves.png"))
 
     def progress(self, total: int, initial: int, desc: str):
         """A tqdm bar over env steps; its postfix shows the last episode's return (ret) and the

@@ -1,7 +1,6 @@
 """Using a trained run: load it, evaluate it, imagine with it, record it."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 from quatrix_world.checkpoint import check_compatible, load_checkpoint, load_weights
 from quatrix_world.config import config_from_yaml_text
 from quatrix_world.errors import UsageError
+from quatrix_world.files import write_json  # noqa: F401  (bench/ and the CLI write results with it)
 from quatrix_world.world import QuatrixWorld
 
 from . import build_agent
@@ -147,10 +147,3 @@ def open_loop(run: LoadedRun, seed: int, context: int = 4):
     captions = [f"step {k - 1 + i}  reward {r + 0.0:+.2f}  predicted {round(p, 2) + 0.0:+.2f}"
                 for i, (r, p) in enumerate(zip(rewards, rhat))]
     return real, imag, captions, ep
-
-
-def write_json(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

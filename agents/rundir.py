@@ -61,8 +61,8 @@ class RunLock:
 
 def remove_temp_files(run_dir: str) -> list[str]:
     """Delete the temporary files of writes that never finished (their writer was killed)."""
-    found = glob.glob(os.path.join(run_dir, "checkpoints", ".tmp-*")) + glob.glob(os.path.join(run_dir, "*.tmp")) \
-        + glob.glob(os.path.join(run_dir, ".*.tmp.*"))
+    found = [f for pattern in ("checkpoints/.tmp-*", ".tmp-*", "*.tmp", ".*.tmp.*")     # quatrix_world/files.py
+             for f in glob.glob(os.path.join(run_dir, pattern))]
     for f in found:
         os.remove(f)
     return found

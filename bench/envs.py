@@ -8,7 +8,6 @@ RGBImgPartialObsWrapper rendering, so the ratio measures only our conversion + t
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ import torch  # noqa: E402
 from torchrl.envs.utils import step_mdp  # noqa: E402
 
 from envs import make_env  # noqa: E402
+from quatrix_world.files import write_json  # noqa: E402
 
 
 def raw_env(spec: str):
@@ -86,9 +86,7 @@ def main(quick: bool = False) -> list[dict]:
               f"{r['rollout_steps_per_s']:>10.0f} {r['ratio']:>6.2f} {r['overhead_us_per_step']:>9.0f}")
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "envs.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out + ".tmp", "w") as f:
-        json.dump({"torch_threads": 1, "cpu_count": os.cpu_count(), "rows": rows}, f, indent=2)
-    os.replace(out + ".tmp", out)
+    write_json({"torch_threads": 1, "cpu_count": os.cpu_count(), "rows": rows}, out)
     print(f"-> {out}")
     return rows
 

@@ -13,7 +13,6 @@ synchronises it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,6 +24,8 @@ sys.path.insert(0, HERE)
 import torch  # noqa: E402
 
 from update_speed import measure  # noqa: E402
+
+from quatrix_world.files import write_json  # noqa: E402
 
 CONFIGS = {"default_56px": [], "pixels_64px": ["env.id=MiniGrid-Empty-8x8-v0", "env.full_view=true"]}
 
@@ -75,9 +76,7 @@ def main() -> None:
     out["imagined_steps_per_s"] = round(imagination_rate(a.device))
     print("imagination", out["imagined_steps_per_s"], "steps/s", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out + ".tmp", "w") as f:
-        f.write(json.dumps(out, indent=1) + "\n")
-    os.replace(a.out + ".tmp", a.out)
+    write_json(out, a.out)
 
 
 if __name__ == "__main__":

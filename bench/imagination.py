@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
@@ -34,6 +32,7 @@ from tensordict import TensorDict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from quatrix_world.config import EncoderConfig, WorldConfig, load_config  # noqa: E402
+from quatrix_world.files import write_json  # noqa: E402
 from quatrix_world.qcompass import cache_bytes_per_token  # noqa: E402
 from quatrix_world.world import QuatrixWorld  # noqa: E402
 
@@ -324,14 +323,7 @@ def main(argv=None):
         if not (isinstance(result[k], float) and math.isfinite(result[k]) and result[k] > 0):
             raise SystemExit(f"bad result {k}={result[k]!r}")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".imagination-", suffix=".json", dir=os.path.dirname(os.path.abspath(out)))
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)                        # mkstemp makes 0600
-    os.replace(tmp, out)
+    write_json(result, out)
     print(f"\nspeedup_h64={sp} (batch {b0})  step_time_ratio_64_vs_1={ratio:.2f}  train_flops_fraction={frac:.3f}"
           f"  [{result['elapsed_s']} s] -> {out}")
     return result

@@ -100,10 +100,8 @@ def main() -> None:
     print(text, flush=True)
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        tmp = a.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, a.out)
+        from quatrix_world.files import write_json
+        write_json(result, a.out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import math
 import os
@@ -38,6 +37,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from quatrix_world.files import atomic_path, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENVS = {  # name (= config name): (gym id, threshold)
@@ -118,12 +119,10 @@ def csv_path(root: str, method: str, env_id: str, seed: int) -> str:
 
 def write_csv(path: str, rows: list[tuple]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "seconds", "score"])
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_csv(path: str) -> list[tuple]:
@@ -249,10 +248,7 @@ def write_summary(a, csv_root: str, out_json: str, suffix: str) -> dict:
                 results["envs"].setdefault(env_id, {})[method] = summarise(hs, threshold, a.budget)
         if per_method:
             plot(env_id, per_method, threshold, a.budget, os.path.join(a.results, f"vs_ppo_{name}{suffix}.png"))
-    tmp = out_json + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, out_json)
+    write_json(results, out_json)
     return results
 
 

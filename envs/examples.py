@@ -23,8 +23,8 @@ class ListenCorridor(gym.Env):
     with 0. Episodes are cut at 20 steps (registered max_episode_steps).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
     SAMPLE_RATE, N = 8000, 1024
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4, "audio_sample_rate": SAMPLE_RATE}
     FREQS = (440.0, 1760.0)        # index = goal side (0 left, 1 right)
 
     def __init__(self, length: int = 7, noise: float = 0.05, render_mode: str | None = None):

@@ -205,7 +205,9 @@ class QuatrixEnv(EnvBase):
             truncated=Categorical(2, shape=_BOOL1, dtype=torch.bool), shape=())
         self.quatrix_info = {"obs_kinds": dict(gym_env.kinds), "action_kind": akind, **ainfo,
                              "spec_str": spec_str, "max_episode_steps": max_episode_steps,
-                             "tokenizer": self.tokenizer.to_dict()}
+                             "tokenizer": self.tokenizer.to_dict(),
+                             # an audio key's sample rate: the env's metadata["audio_sample_rate"] (Hz)
+                             "audio_sample_rate": gym_env.unwrapped.metadata.get("audio_sample_rate")}
         self._next_seed = None
         self._t = 0                 # steps since the last reset
         self._total = 0             # steps since creation

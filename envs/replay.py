@@ -28,6 +28,8 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
+from quatrix_world.files import atomic_path
+
 from .errors import EnvError
 
 @contextlib.contextmanager
@@ -231,9 +233,8 @@ class EpisodeReplay:
         self.generator.set_state(state["rng"])
 
     def dumps(self, path: str) -> None:
-        tmp = f"{path}.tmp"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
 
     def loads(self, path: str) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
+
+from quatrix_world.files import atomic_path
 
 from .errors import EnvError
 
@@ -68,12 +69,7 @@ def write_video(frames, path: str, fps: int = 8) -> str:
         if ph or pw:
             frames = [np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="edge") for f in frames]
     from moviepy import ImageSequenceClip
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)              # mkstemp makes 0600; a video is an ordinary file
-    try:
+    with atomic_path(path) as tmp:
         clip = ImageSequenceClip(frames, fps=fps)
         if ext == ".mp4":
             clip.write_videofile(tmp, fps=fps, codec="libx264", audio=False, logger=None,
@@ -81,10 +77,6 @@ def write_video(frames, path: str, fps: int = 8) -> str:
         else:
             clip.write_gif(tmp, fps=fps, logger=None)
         clip.close()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

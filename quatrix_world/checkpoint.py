@@ -13,11 +13,11 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 
 import torch
 
 from .errors import QuatrixError
+from .files import atomic_path
 
 FORMAT = "quatrix-world/1"
 EARLIER = ("use an earlier checkpoint (checkpoints/previous.pt, which `train --resume` falls back to by itself, "
@@ -83,31 +83,16 @@ def atomic_save(obj, path: str, keep_previous: bool = False) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CheckpointError(f"directory '{directory}' does not exist — create it or choose another path")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        os.chmod(tmp, 0o644)            # mkstemp makes 0600; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as raw:
-            f = _Recording(raw, path)
-            try:
-                torch.save(obj, f)
-                f.flush()
-                os.fsync(raw.fileno())
-            except RuntimeError:
-                if f.error is None:      # torch's own failure, not the disk's
-                    raise
-                raise f.error from None  # torch reports a failed write as "unexpected pos": say what it was
-        if keep_previous and os.path.exists(path):
-            os.replace(path, os.path.join(directory, "previous.pt"))
-        os.replace(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY)
+    previous = os.path.join(directory, "previous.pt") if keep_previous else None
+    with atomic_path(path, previous) as tmp, open(tmp, "wb") as raw:
+        f = _Recording(raw, path)
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+            torch.save(obj, f)
+            f.flush()
+        except RuntimeError:
+            if f.error is None:          # torch's own failure, not the disk's
+                raise
+            raise f.error from None      # torch reports a failed write as "unexpected pos": say what it was
 
 
 def save_checkpoint(path: str, *, config_yaml: str, spec: dict, state: dict, keep_previous: bool = False) -> None:
@@ -161,8 +146,9 @@ def load_weights(module: torch.nn.Module, state_dict: dict, path: str) -> None:
     try:
         module.load_state_dict(state_dict)
     except RuntimeError as e:
-        first = (str(e).strip().splitlines() or ["mismatch"])[0]
-        raise CheckpointError(f"checkpoint '{path}' does not fit this model ({first[:160]}) — load it with the "
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        detail = " ".join(lines[1:] or lines or ["mismatch"])          # the line after "Error(s) in loading"
+        raise CheckpointError(f"checkpoint '{path}' does not fit this model ({detail[:200]}) — load it with the "
                               "config it was trained with (its run's config.yaml)") from None
 
 

@@ -415,7 +415,12 @@ def to_yaml(cfg) -> str:
 
 def config_from_yaml_text(text: str) -> Config:
     """The config saved in a checkpoint (a `model:` section of older checkpoints, never read, is dropped)."""
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"the config saved in this checkpoint is not plain YAML ({problem}) — "
+                          "only load checkpoints written by quatrix-world") from None
     if isinstance(data, dict):
         data.pop("model", None)
     return validate(from_dict(data))

@@ -12,6 +12,8 @@ Also `render_imagination(world, state, policy, horizon)` -> decoded frames.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from tensordict import TensorDict
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
@@ -49,20 +51,40 @@ class ImaginedEnv(EnvBase):
                            "terminated": torch.zeros(n, 1, dtype=torch.bool)}, batch_size=self.batch_size)
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
-        nxt = self.world.step(self.state, tensordict["action"])
+        with self._own_rng():
+            nxt = self.world.step(self.state, tensordict["action"])
+            term = torch.bernoulli(1 - nxt["cont"]).bool() if self.sample_termination else nxt["cont"] < 0.5
         self.state = nxt
-        if self.sample_termination:
-            term = torch.bernoulli(1 - nxt["cont"]).bool()
-        else:
-            term = nxt["cont"] < 0.5
         return TensorDict({"feat": self.world.features(nxt["z"], nxt["h"]),
                            "reward": nxt["reward"].unsqueeze(-1),
                            "done": term.unsqueeze(-1), "terminated": term.unsqueeze(-1)},
                           batch_size=self.batch_size)
 
     def _set_seed(self, seed):
-        torch.manual_seed(seed)
+        """`env.set_seed(s)`: the imagined draws (latents, terminations) come from this env's own RNG
+        stream seeded with s; the global torch RNG is left as it was. Unseeded, they use the global one."""
+        self._rng = None
+        if seed is not None:
+            with torch.random.fork_rng(devices=self._cuda()):
+                torch.manual_seed(int(seed))            # seeds the CPU and (inside the fork) the GPU stream
+                self._rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self._cuda()])
         return seed
+
+    def _cuda(self) -> list:
+        return [self.world.device] if self.world.device.type == "cuda" else []
+
+    @contextlib.contextmanager
+    def _own_rng(self):
+        if getattr(self, "_rng", None) is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=self._cuda()):
+            cpu, gpus = self._rng
+            torch.set_rng_state(cpu)
+            for d, st in zip(self._cuda(), gpus):
+                torch.cuda.set_rng_state(st, d)
+            yield
+            self._rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self._cuda()])
 
 
 @torch.no_grad()

@@ -15,12 +15,12 @@ block's ``ln1``). Q-Compass layers give softmax(state . action^T / sqrt(r_head))
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Optional
 
 import torch
 
 from .errors import UsageError
+from .files import atomic_path
 from .qcompass import MHA, QCompass, routing_weights
 
 __all__ = ["q_map", "q_map_for_rollout", "save_q_map_png"]
@@ -140,16 +140,6 @@ def save_q_map_png(weights: torch.Tensor, path: str, title: Optional[str] = None
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".qmap-", suffix=".png", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)                    # mkstemp makes 0600; give it normal file modes
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path

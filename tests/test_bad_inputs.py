@@ -443,3 +443,38 @@ def test_api_disk_full_keeps_previous_checkpoint(monkeypatch, tmp_path):
     assert torch.equal(ck["w"], torch.ones(3)) and ck["config"] == "seed: 0\n"
     with pytest.raises(ckpt.CheckpointError, match="does not exist"):
         ckpt.save_checkpoint(str(tmp_path / "nodir" / "x.pt"), config_yaml="", spec={}, state={})
+
+
+def _rewrite(latest, change):
+    """Load a checkpoint's payload, change it, save it with a valid checksum (a well-formed file)."""
+    from quatrix_world.checkpoint import content_digest
+    ck = torch.load(latest, weights_only=True)
+    change(ck)
+    ck.pop("sha256", None)
+    ck["sha256"] = content_digest(ck)
+    torch.save(ck, latest)
+
+
+@pytest.mark.parametrize("case, change, fragments", [
+    ("yaml tag in its config", lambda ck: ck.update(config="seed: !!python/object/apply:os.system ['true']\n"),
+     ["not plain YAML", "only load checkpoints written by quatrix-world"]),
+    ("non-JSON spec", lambda ck: ck.update(spec="{not json"), ["has an unreadable spec (not JSON)"]),
+    ("weights of another shape", lambda ck: ck["world"].update(h0=torch.zeros(3)),
+     ["does not fit this model", "h0", "load it with the config it was trained with"]),
+])
+def test_cli_malformed_checkpoints_are_one_line(case, change, fragments, run_copy):
+    _rewrite(run_copy / "checkpoints" / "latest.pt", change)
+    assert_user_error(cli("eval", "--checkpoint", str(run_copy), "--episodes", "1"), *fragments)
+
+
+def test_cli_resume_with_a_fresh_episode(run_copy):
+    """--fresh-episode: resume without replaying the interrupted episode (a new one starts)."""
+    from quatrix_world.checkpoint import load_checkpoint
+    before = load_checkpoint(str(run_copy / "checkpoints" / "latest.pt"))["counters"]
+    r = cli("train", "--resume", str(run_copy), "--fresh-episode", "--quiet",
+            "--set", f"trainer.total_steps={before['step'] + 20}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = load_checkpoint(str(run_copy / "checkpoints" / "latest.pt"))["counters"]
+    assert after["step"] == before["step"] + 20 and after["episodes"] > before["episodes"]
+    assert_user_error(cli("train", "--config", "configs/debug.yaml", "--fresh-episode", "--run-dir",
+                          str(run_copy.parent / "new")), "--fresh-episode goes with --resume")

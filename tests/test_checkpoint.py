@@ -123,3 +123,25 @@ def test_resume_falls_back_to_the_previous_checkpoint(tmp_path):
     (ck / "previous.pt").unlink()
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         Trainer(cfg, str(run), resume=True, quiet=True)
+
+
+def test_atomic_path_all_or_nothing(tmp_path):
+    from quatrix_world.files import atomic_path, write_json
+    p = tmp_path / "out.json"
+    write_json({"a": 1}, str(p))
+    assert p.read_text() == '{\n  "a": 1\n}\n'
+    assert oct(p.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    with pytest.raises(RuntimeError, match="midway"):
+        with atomic_path(str(p)) as tmp, open(tmp, "w") as f:
+            f.write("half")
+            raise RuntimeError("midway")
+    assert p.read_text() == '{\n  "a": 1\n}\n' and sorted(os.listdir(tmp_path)) == ["out.json"]
+    with atomic_path(str(p), previous=str(tmp_path / "old.json")) as tmp:
+        open(tmp, "w").write("new")
+    assert p.read_text() == "new" and (tmp_path / "old.json").read_text().startswith("{")
+
+
+def _umask():
+    m = os.umask(0)
+    os.umask(m)
+    return m

@@ -368,3 +368,15 @@ def test_minatar_family():
     assert set(td["pixels"].unique().tolist()) <= {0, 255}
     assert torch.equal(td["pixels"], make_env("MinAtar/Freeway-v1", seed=1).reset()["pixels"])
     assert "OK" in format_report(check_env("MinAtar/Breakout-v1"))
+
+
+def test_audio_sample_rate_comes_from_the_env():
+    """ListenCorridor speaks at 8 kHz: the audio encoder's mel filters are built for 8 kHz, not 16."""
+    from agents.collect import build_env, env_specs
+    from quatrix_world.config import load_config
+    from quatrix_world.world import QuatrixWorld
+    cfg = load_config(["default.yaml", "debug.yaml"], ["env.id=QuatrixWorld/ListenCorridor-v0"])
+    obs, act = env_specs(build_env(cfg, 0))
+    assert obs["audio"]["sample_rate"] == 8000
+    world = QuatrixWorld(cfg.world, obs, act)
+    assert world.encoders["audio"].audio.config.sample_rate == 8000

@@ -311,3 +311,22 @@ def test_features_split_into_named_parts():
     assert f.z.shape == (B, 4, w.z_dim) and f.h.shape == (B, 4, w.h_dim)
     assert torch.equal(w.features(f.z, f.h), traj["feat"])
     assert torch.allclose(f.z.sum(-1), torch.full((B, 4), float(w.cfg.latent_groups)))   # one-hot per group
+
+
+def test_imagined_env_seeds_its_own_stream():
+    """set_seed makes imagined rollouts repeat and leaves the global RNG alone."""
+    from tensordict.nn import TensorDictModule
+    from quatrix_world.imagine import ImaginedEnv
+    w = small_world()
+    state = w.observe(episode_batch())
+    torch.nn.init.constant_(w.cont_net[-1].bias, 10.0)                    # no termination
+    head = torch.nn.Linear(w.feat_dim, N_ACT)
+    policy = TensorDictModule(lambda f: head(f).argmax(-1), in_keys=["feat"], out_keys=["action"])
+    runs = []
+    for _ in range(2):
+        env = ImaginedEnv(w, state, sample_termination=False)
+        env.set_seed(11)
+        before = torch.get_rng_state()
+        runs.append(env.rollout(4, policy)["next", "feat"])
+        assert torch.equal(torch.get_rng_state(), before)                    # the global stream untouched
+    assert torch.equal(runs[0], runs[1])
