@@ -16,7 +16,7 @@ from quatrix_world.errors import UsageError
 
 USAGE_EXAMPLES = """examples:
   quatrix-world train --config configs/debug.yaml
-  quatrix-world train --config configs/minigrid_empty.yaml --set agent.kind=grpo --set seed=3
+  quatrix-world train --config configs/minigrid_empty.yaml --set agent.kind=grpo --set run.name=empty_grpo
   quatrix-world eval --checkpoint runs/debug --episodes 10
   quatrix-world imagine --checkpoint runs/debug --horizon 12 --out imagined.gif --group 4
   quatrix-world record --checkpoint runs/debug --episodes 1 --out real_vs_imagined.mp4 --side-by-side
@@ -96,6 +96,8 @@ def _out_path(path: str) -> str:
 def cmd_train(args) -> int:
     from quatrix_world.config import load_config, read_yaml, apply_override, parse_override, \
         from_dict, validate, ConfigError
+    if args.fresh_episode and not args.resume:
+        raise UsageError("--fresh-episode goes with --resume (a new run always starts fresh episodes)")
     if args.resume:
         run_dir = args.resume
         cfg_path = os.path.join(run_dir, "config.yaml")
@@ -117,8 +119,6 @@ def cmd_train(args) -> int:
     from .trainer import Trainer
     if int(os.environ.get("RANK", "0")) == 0:
         os.makedirs(run_dir, exist_ok=True)
-    if args.fresh_episode and not args.resume:
-        raise UsageError("--fresh-episode goes with --resume (a new run always starts fresh episodes)")
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, force=args.force,
                       fresh_episode=args.fresh_episode)
     summary = trainer.train()

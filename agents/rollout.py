@@ -51,7 +51,8 @@ class LoadedRun:
 
     def imagine(self, horizon: int | None = None, group: int = 1, context: int = 4, seed: int = 0):
         """`context` real steps, then `horizon` (default: as long as the model trained for) imagined
-        steps in `group` branches -> (frames [RGB per step, branches side by side], the rollout)."""
+        steps in `group` branches -> (labelled RGB frames: the real context, then each imagined step
+        with the branches side by side; the imagined TensorDict)."""
         horizon = horizon or max(1, self.cfg.trainer.seq_len - context)
         return imagine_frames(self, horizon, group, context, seed)
 
