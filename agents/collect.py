@@ -51,6 +51,8 @@ def build_env(cfg: Config, seed: int, num_envs: int = 1):
     family = family_of(cfg.env.id)
     if family is not None and "full_view" in family.options:      # env.full_view: MiniGrid's whole grid
         opts.setdefault("full_view", cfg.env.full_view)
+    if cfg.env.drop_keys:
+        opts["drop_keys"] = tuple(cfg.env.drop_keys)
     return make_env(cfg.env.id, seed=seed, max_episode_steps=cfg.env.max_episode_steps, num_envs=num_envs,
                     parallel=cfg.trainer.parallel_envs, **opts)
 

@@ -36,22 +36,25 @@ def first_crossing(history: list[dict], threshold: float):
 
 
 def run_one(config: str, agent: str, seed: int, extra: list[str], run_root: str,
-            eval_every: int = 1000, episodes: int = 20) -> dict:
+            eval_every: int = 1000, episodes: int = 20, threshold: float | None = None,
+            name: str | None = None) -> dict:
     """One training run under the benchmark protocol (shared with bench/vs_ppo.py): evaluate every
     `eval_every` env steps on `episodes` fresh episodes, stop once the sampled score reaches the
-    threshold. `extra` are further --set overrides (e.g. trainer.total_steps=...)."""
-    protocol = [f"trainer.target_return={THRESHOLDS[config]}", f"trainer.eval_every={eval_every}",
+    threshold (THRESHOLDS[config] unless given). `extra` are further --set overrides (e.g.
+    trainer.total_steps=...); the run goes to `run_root/<name>` (default `<config>-<agent>-<seed>`)."""
+    threshold = THRESHOLDS[config] if threshold is None else threshold
+    protocol = [f"trainer.target_return={threshold}", f"trainer.eval_every={eval_every}",
                 f"trainer.eval_episodes={episodes}"]
     cfg = load_config(["default.yaml", f"{config}.yaml"], [f"agent.kind={agent}", f"seed={seed}",
                                                            "trainer.progress=false", *protocol, *extra])
-    run_dir = os.path.join(run_root, f"{config}-{agent}-{seed}")
+    run_dir = os.path.join(run_root, name or f"{config}-{agent}-{seed}")
     os.makedirs(run_dir, exist_ok=True)
     t0 = time.time()
     trainer = Trainer(cfg, run_dir, quiet=True, force=True)       # a rerun replaces the seed's run
     trainer.train()
-    steps, secs = first_crossing(trainer.eval_history, THRESHOLDS[config])
+    steps, secs = first_crossing(trainer.eval_history, threshold)
     last = trainer.eval_history[-1]
-    return {"steps_to_threshold": steps, "seconds_to_threshold": secs, "threshold": THRESHOLDS[config],
+    return {"steps_to_threshold": steps, "seconds_to_threshold": secs, "threshold": threshold,
             "final_return": last.get("eval/return"), "final_return_sampled": last["eval/return_sampled"],
             "total_steps": cfg.trainer.total_steps, "wall_seconds": round(time.time() - t0, 1),
             "history": trainer.eval_history}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 from quatrix_world.errors import QuatrixError
 
@@ -20,3 +21,33 @@ def suggest(name: str, candidates) -> str:
         lowered = {c.lower(): c for c in candidates}
         close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)]
     return f" — did you mean '{close[0]}'?" if close else ""
+
+
+_VERSION = re.compile(r"-v\d+$")
+
+
+def _family(env_id: str) -> str:
+    """'ALE/Pong-v5' -> 'ale/', 'MiniGrid-Empty-6x6-v0' -> 'minigrid-', 'CartPole-v1' -> 'cartpole'."""
+    base = _VERSION.sub("", env_id).lower()
+    for sep in ("/", "-"):
+        if sep in base:
+            return base.split(sep, 1)[0] + sep
+    return base
+
+
+def suggest_env_id(env_id: str, registered) -> str:
+    """' — did you mean 'X'?' for a mistyped gymnasium id: ids of the same family (namespace or first
+    name part) first, and outside it only a close match of the name without its version, so that
+    'Nope-v0' suggests nothing rather than 'Hopper-v5'."""
+    ids = [str(i) for i in registered]
+    fam = _family(env_id)
+    same = [i for i in ids if _family(i) == fam]
+    if same:
+        hint = suggest(env_id, same)
+        if hint:
+            return hint
+    bases: dict[str, str] = {}
+    for i in sorted(ids):                       # the last (highest) version of each name wins
+        bases[_VERSION.sub("", i).lower()] = i
+    close = difflib.get_close_matches(_VERSION.sub("", env_id).lower(), list(bases), n=1, cutoff=0.8)
+    return f" — did you mean '{bases[close[0]]}'?" if close else ""

@@ -26,12 +26,12 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from .convert import QuatrixObservation
-from .errors import EnvError, suggest
+from .errors import EnvError, suggest, suggest_env_id
 from .families import FAMILIES, family_of, family_options
 from .tokenizer import Tokenizer
 
 SUPPORTED_ACTIONS = "Discrete (-> Categorical int64 []) or Box (-> Bounded float32 [d])"
-ENV_OPTIONS = ("clip_nonfinite_reward", "tokenizer", "render_mode")
+ENV_OPTIONS = ("clip_nonfinite_reward", "tokenizer", "render_mode", "drop_keys")
 _BOOL1 = (1,)
 
 
@@ -90,7 +90,7 @@ def build_gym_env(spec, max_episode_steps=None, render_mode="rgb_array", **kwarg
                 kwargs = {**family.make_kwargs, **kwargs}
             _ensure_registered()
             if spec not in gym.registry:
-                raise EnvError(f"unknown env id '{spec}'{suggest(spec, gym.registry.keys()) or ''} — use a registered "
+                raise EnvError(f"unknown env id '{spec}'{suggest_env_id(spec, gym.registry.keys())} — use a registered "
                                "gymnasium id, 'package.module:Name', a gymnasium.Env instance or class")
             spec_str = spec
             fam_opts = {k: kwargs.pop(k) for k in family_options() if k in kwargs}
@@ -289,7 +289,8 @@ def make_env(spec, *, seed=None, num_envs: int = 1, parallel: bool = False, max_
     spec: a registered gymnasium id ("CartPole-v1", "MiniGrid-Empty-6x6-v0", "QuatrixWorld/ListenCorridor-v0"),
     "package.module:Name" (a gymnasium.Env subclass or a callable returning one), a gymnasium.Env instance,
     or a gymnasium.Env class. options: `full_view`, `tile_size` (MiniGrid), `clip_nonfinite_reward`,
-    `tokenizer` (a Tokenizer), `render_mode`; anything else goes to the env constructor / gymnasium.make.
+    `tokenizer` (a Tokenizer), `render_mode`, `drop_keys` (Dict observation keys to leave out, e.g.
+    ("mission",) for an ablation); anything else goes to the env constructor / gymnasium.make.
     num_envs > 1 gives a batched env of that many copies: torchrl's SerialEnv (in this process) or,
     with parallel=True, its ParallelEnv (one worker process per copy).
     """
@@ -314,8 +315,16 @@ def make_env(spec, *, seed=None, num_envs: int = 1, parallel: bool = False, max_
     clip = bool(opts.pop("clip_nonfinite_reward", False))
     tokenizer = opts.pop("tokenizer", None) or Tokenizer()
     render_mode = opts.pop("render_mode", "rgb_array")
+    drop_keys = tuple(str(k) for k in opts.pop("drop_keys", ()))
     gym_env, spec_str, drop = build_gym_env(spec, max_episode_steps=max_episode_steps, render_mode=render_mode, **opts)
-    wrapped = QuatrixObservation(gym_env, tokenizer, drop=drop)
+    if drop_keys:
+        space = gym_env.observation_space
+        keys = list(space.spaces) if isinstance(space, spaces.Dict) else []
+        missing = [k for k in drop_keys if k not in keys]
+        if missing:
+            raise EnvError(f"env.drop_keys {missing} are not keys of the observation Dict (its keys: "
+                           f"{[k for k in keys if k not in drop] or 'none, it is not a Dict'}) — drop only keys it has")
+    wrapped = QuatrixObservation(gym_env, tokenizer, drop=drop + drop_keys)
     env = QuatrixEnv(wrapped, spec_str, _episode_limit(gym_env), clip_nonfinite_reward=clip)
     if seed is not None:
         env.set_seed(int(seed))

@@ -103,6 +103,7 @@ class EnvConfig:
     full_view: bool = False
     max_episode_steps: Optional[int] = None
     options: dict = field(default_factory=dict)
+    drop_keys: list = field(default_factory=list)    # observation keys the agent never sees (ablations)
 
 
 @dataclass
