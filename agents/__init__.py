@@ -1,22 +1,32 @@
-"""Agents that learn inside a QuatrixWorld, the trainer and the `quatrix-world` CLI."""
-from quatrix_world.config import AgentConfig
-from quatrix_world.errors import UsageError
+"""Agents that learn inside a QuatrixWorld, the trainer and the `quatrix-world` CLI.
 
-from .actor_critic import ActorCritic
-from .common import Actor, AgentBase, Critic, lambda_returns
-from .grpo import GRPO
+The public API (`train`, `load`, the agent classes) loads on first use, so `import agents` and the
+CLI's `--help` stay fast (no torch, gymnasium or torchrl until something needs them).
+"""
+from __future__ import annotations
 
-AGENTS = {"actor_critic": ActorCritic, "grpo": GRPO}
+import importlib
+
+_LAZY = {"ActorCritic": ("actor_critic", "ActorCritic"), "GRPO": ("grpo", "GRPO"),
+         "Actor": ("common", "Actor"), "AgentBase": ("common", "AgentBase"), "Critic": ("common", "Critic"),
+         "lambda_returns": ("common", "lambda_returns"), "LoadedRun": ("rollout", "LoadedRun"),
+         "Trainer": ("trainer", "Trainer")}
+
+AGENT_KINDS = ("actor_critic", "grpo")
 
 
-def build_agent(cfg: AgentConfig, feat_dim: int, act_desc: dict) -> AgentBase:
-    if cfg.kind not in AGENTS:
-        raise UsageError(f"agent.kind must be one of {sorted(AGENTS)}, got {cfg.kind!r}")
-    return AGENTS[cfg.kind](cfg, feat_dim, act_desc)
+def build_agent(cfg, feat_dim: int, act_desc: dict):
+    """The agent named by `cfg.kind` (an AgentConfig) for a world model's features and actions."""
+    from quatrix_world.errors import UsageError
+    classes = {"actor_critic": ("actor_critic", "ActorCritic"), "grpo": ("grpo", "GRPO")}
+    if cfg.kind not in classes:
+        raise UsageError(f"agent.kind must be one of {sorted(classes)}, got {cfg.kind!r}")
+    module, name = classes[cfg.kind]
+    return getattr(importlib.import_module(f".{module}", __name__), name)(cfg, feat_dim, act_desc)
 
 
 def train(*args, **kwargs):
-    """See agents.api.train (imported on first use: it pulls in gymnasium and torchrl)."""
+    """See agents.api.train."""
     from .api import train as _train
     return _train(*args, **kwargs)
 
@@ -27,4 +37,12 @@ def load(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-__all__ = ["AGENTS", "Actor", "ActorCritic", "AgentBase", "Critic", "GRPO", "build_agent", "lambda_returns", "load", "train"]
+def __getattr__(name):
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'agents' has no attribute '{name}'")
+
+
+__all__ = ["AGENT_KINDS", "Actor", "ActorCritic", "AgentBase", "Critic", "GRPO", "LoadedRun", "Trainer",
+           "build_agent", "lambda_returns", "load", "train"]

@@ -15,13 +15,24 @@ import warnings
 from quatrix_world.errors import UsageError
 
 USAGE_EXAMPLES = """examples:
-  quatrix-world train --config configs/debug.yaml
-  quatrix-world train --config configs/minigrid_empty.yaml --set agent.kind=grpo --set run.name=empty_grpo
-  quatrix-world eval --checkpoint runs/debug --episodes 10
-  quatrix-world imagine --checkpoint runs/debug --horizon 12 --out imagined.gif --group 4
-  quatrix-world record --checkpoint runs/debug --episodes 1 --out real_vs_imagined.mp4 --side-by-side
+  quatrix-world train --config configs/debug.yaml                  # -> runs/debug-actor_critic-s0
+  quatrix-world train --config configs/minigrid_empty.yaml --set agent.kind=grpo   # runs/minigrid_empty-grpo-s0
+  quatrix-world eval --checkpoint runs/debug-actor_critic-s0 --episodes 10
+  quatrix-world imagine --checkpoint runs/debug-actor_critic-s0 --group 4 --out imagined.gif
+  quatrix-world record --checkpoint runs/debug-actor_critic-s0 --side-by-side --out real_vs_imagined.mp4
   quatrix-world env-check CartPole-v1
 """
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' layout and adds each option's default (when it has a meaningful one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text \
+                and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _version() -> str:
@@ -31,50 +42,55 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quatrix-world", description="World models and RL agents on the Quatrix "
-                                "(Q-Compass) architecture.", epilog=USAGE_EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                "(Q-Compass) architecture.", epilog=USAGE_EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("--version", action="version", version=f"quatrix-world {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a world model and an agent")
+    t = sub.add_parser("train", formatter_class=HelpFormatter, help="train a world model and an agent")
     t.add_argument("--config", action="append", default=[], help="YAML file(s), later ones win; "
                    "configs/default.yaml is always applied first")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
-    t.add_argument("--run-dir", help="output directory (default runs/<run.name>)")
+    t.add_argument("--run-dir", help="output directory (default: runs/<run.name>, which is "
+                   "<config>-<agent.kind>-s<seed> unless you set run.name)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     t.add_argument("--fresh-episode", action="store_true", help="with --resume: start a new episode instead of "
                    "replaying the interrupted one (for envs that are not deterministic given a seed)")
     t.add_argument("--force", action="store_true", help="replace the run already in the run folder (its "
                    "checkpoints, metrics and events are deleted first)")
     t.add_argument("--dry-run", action="store_true", help="resolve config, build env and model, print, exit")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true", help="no progress bar and no evaluation lines (the bar shows "
+                   "env steps, ret = the last training episode's return and upd = gradient updates so far)")
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint on fresh episodes")
+    e = sub.add_parser("eval", formatter_class=HelpFormatter, help="evaluate a checkpoint on fresh episodes")
     e.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
-    e.add_argument("--episodes", type=int, default=10)
-    e.add_argument("--deterministic", action="store_true", help="the most likely action instead of a sampled "
-                   "one (default: sampled, the policy as trained and as the benchmark tables score it)")
-    e.add_argument("--out", help="where to write eval.json (default: the run directory)")
+    e.add_argument("--episodes", type=int, default=10, help="fresh episodes per mode")
+    e.add_argument("--mode", choices=["both", "sampled", "deterministic"], default="both",
+                   help="sampled actions (the policy as trained, as the benchmark tables score it), the most "
+                   "likely action (deterministic), or both")
+    e.add_argument("--out", help="where to write eval.json (default: <run>/eval.json)")
 
-    i = sub.add_parser("imagine", help="render an imagined rollout from a checkpoint")
+    i = sub.add_parser("imagine", formatter_class=HelpFormatter, help="render an imagined rollout from a checkpoint")
     i.add_argument("--checkpoint", required=True)
     i.add_argument("--horizon", type=int, default=None,
                    help="imagined steps (default: trainer.seq_len - context, the longest the model trained on)")
-    i.add_argument("--group", type=int, default=1, help="branches from the same start, side by side")
+    i.add_argument("--group", type=int, default=1, help="branches from the same start, one row each")
     i.add_argument("--context", type=int, default=4, help="real steps before imagining")
-    i.add_argument("--out", required=True, help=".mp4 or .gif")
+    i.add_argument("--out", required=True, help=".mp4 or .gif: a video; .png: one picture (image observations: "
+                   "a grid of branches x steps; vector observations: each dimension and the reward, imagined "
+                   "against the real env given the same actions)")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--qmap", metavar="FILE.png", help="also save the core's Q-map heatmap for the rollout")
 
-    r = sub.add_parser("record", help="record real episodes (optionally beside open-loop imagination)")
+    r = sub.add_parser("record", formatter_class=HelpFormatter, help="record real episodes (optionally beside open-loop imagination)")
     r.add_argument("--checkpoint", required=True)
     r.add_argument("--episodes", type=int, default=1)
     r.add_argument("--out", required=True, help=".mp4 or .gif")
-    r.add_argument("--side-by-side", action="store_true", help="real | imagined | error columns")
+    r.add_argument("--side-by-side", action="store_true", help="columns real | imagined (open loop, the same "
+                   "actions) | |error|, up to the trained horizon")
     r.add_argument("--context", type=int, default=4)
     r.add_argument("--seed", type=int, default=0)
 
-    c = sub.add_parser("env-check", help="check that an environment can be trained on")
+    c = sub.add_parser("env-check", formatter_class=HelpFormatter, help="check that an environment can be trained on")
     c.add_argument("spec", help="gymnasium id or package.module:Name")
     return p
 
@@ -84,18 +100,18 @@ def _positive(name: str, value: int) -> None:
         raise UsageError(f"--{name} must be > 0, got {value} — pass a positive number, e.g. --{name} 1")
 
 
-def _out_path(path: str) -> str:
+def _out_path(path: str, kinds=(".mp4", ".gif")) -> str:
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
         raise UsageError(f"output directory '{d}' does not exist — create it first or choose another --out")
-    if not path.endswith((".mp4", ".gif")):
-        raise UsageError(f"--out must end in .mp4 or .gif, got '{path}'")
+    if not path.lower().endswith(kinds):
+        raise UsageError(f"--out must end in {' or '.join(kinds)}, got '{path}'")
     return path
 
 
 def cmd_train(args) -> int:
     from quatrix_world.config import load_config, read_yaml, apply_override, parse_override, \
-        from_dict, validate, ConfigError
+        from_dict, validate, ConfigError, default_run_dir
     if args.fresh_episode and not args.resume:
         raise UsageError("--fresh-episode goes with --resume (a new run always starts fresh episodes)")
     if args.resume:
@@ -111,7 +127,7 @@ def cmd_train(args) -> int:
         cfg = validate(from_dict(data))
     else:
         cfg = load_config(["default.yaml"] + args.config, args.set)
-        run_dir = args.run_dir or os.path.join(cfg.run.dir, cfg.run.name)
+        run_dir = args.run_dir or default_run_dir(cfg, args.config)
     from .device import resolve_device
     resolve_device(cfg.run.device)       # a missing GPU is an error before anything is built or written
     if args.dry_run:
@@ -125,7 +141,7 @@ def cmd_train(args) -> int:
     if not trainer.is_main:          # data parallel: rank 0 reports for all (other ranks do not evaluate)
         return 0
     if summary["interrupted"]:       # the trainer said where the checkpoint is and how to continue
-        return 130
+        return 128 + summary["signal"]          # 130 for SIGINT (Ctrl-C), 143 for SIGTERM
     last = summary.get("last_eval", {})
     scores = [f"{name} {last[key]:.3f}" for name, key in (("eval return", "eval/return"),
                                                           ("sampled", "eval/return_sampled")) if key in last]
@@ -155,39 +171,73 @@ def _dry_run(cfg, run_dir: str) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .rollout import LoadedRun, evaluate, write_json
+    from quatrix_world.files import write_json
+    from .rollout import LoadedRun, evaluate
     _positive("episodes", args.episodes)
     run = LoadedRun(args.checkpoint)
     out = args.out or os.path.join(run.run_dir, "eval.json")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise UsageError(f"output directory for '{out}' does not exist — create it first")
-    result = evaluate(run, args.episodes, deterministic=args.deterministic)
+    modes = ["sampled", "deterministic"] if args.mode == "both" else [args.mode]
+    result = {"checkpoint": run.path, "env": run.cfg.env.id, "step": run.step}
+    with _progress(args.episodes * len(modes), "episodes") as bar:
+        for mode in modes:
+            result[mode] = evaluate(run, args.episodes, deterministic=mode == "deterministic",
+                                    progress=bar.update)
     write_json(result, out)
-    print(f"{result['env']} step {result['step']}: return {result['mean_return']:.3f} ± {result['std_return']:.3f} "
-          f"over {args.episodes} episodes -> {out}")
+    for mode in modes:
+        r = result[mode]
+        what = "sampled actions (the policy as trained)" if mode == "sampled" else "the most likely action"
+        print(f"{result['env']} step {result['step']}, {what}: return {r['mean_return']:.3f} ± "
+              f"{r['std_return']:.3f} over {args.episodes} episodes")
+    print(f"-> {out}")
     return 0
 
 
+def _progress(total: int, unit: str):
+    """A tqdm bar on stderr (shown when stderr is a terminal, so logs and pipes stay clean)."""
+    from tqdm import tqdm
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False, disable=None)
+
+
 def cmd_imagine(args) -> int:
-    from envs import write_video
-    from .rollout import LoadedRun, imagine_frames
+    from .rollout import LoadedRun, imagine_frames, imagine_picture, imagine_vectors, trained_horizon
     if args.horizon is not None:
         _positive("horizon", args.horizon)
     _positive("group", args.group)
     _positive("context", args.context)
-    out = _out_path(args.out)
+    out = _out_path(args.out, (".mp4", ".gif", ".png"))
     run = LoadedRun(args.checkpoint)
     trained = run.cfg.trainer.seq_len                 # positions past it were never trained
     if args.horizon is None:
-        args.horizon = max(1, trained - args.context)
+        args.horizon = trained_horizon(run, args.context)
     if args.context + args.horizon > trained:
         raise UsageError(f"--context + --horizon ({args.context}+{args.horizon}) must be <= {trained}, the "
-                         f"trainer.seq_len this model trained on — use --horizon {max(1, trained - args.context)} "
+                         f"trainer.seq_len this model trained on — use --horizon {trained_horizon(run, args.context)} "
                          "or less")
-    frames, traj = imagine_frames(run, args.horizon, args.group, args.context, args.seed)
-    write_video(frames, out, fps=8)
-    print(f"imagined {args.group} x {args.horizon} steps (predicted return "
-          f"{float(traj['reward'].sum(1).mean()):.3f}) -> {out}")
+    images = any(d["kind"] == "image" for d in run.world.obs_desc.values())
+    cut = ("the trained horizon: the model trained on "
+           f"{trained}-step windows" if args.horizon >= trained_horizon(run, args.context) else "--horizon")
+    if not images and not out.lower().endswith(".png"):
+        raise UsageError(f"{run.cfg.env.id} has no image observation to make a video of — write a plot of the "
+                         "imagined observations instead: --out imagined.png")
+    if not images:
+        info = imagine_vectors(run, args.horizon, out, args.group, args.context, args.seed)
+        print(f"imagined {args.group} x {args.horizon} steps after {args.context} real ones (stopped at {cut}); "
+              f"the real env replayed the same actions for {info['real_steps']} steps -> {out}")
+    elif out.lower().endswith(".png"):
+        from envs.video import write_png
+        write_png(imagine_picture(run, args.horizon, args.group, args.context, args.seed), out)
+        print(f"imagined {args.group} x {args.horizon} steps after {args.context} real ones (stopped at {cut}) "
+              f"-> {out}")
+    else:
+        from envs import write_video
+        with _progress(args.horizon, "step") as bar:
+            frames, traj = imagine_frames(run, args.horizon, args.group, args.context, args.seed,
+                                          progress=bar.update)
+        write_video(frames, out, fps=4)
+        print(f"imagined {args.group} x {args.horizon} steps after {args.context} real ones (stopped at {cut}; "
+              f"predicted return {float(traj['reward'].sum(1).mean()) + 0.0:+.3f}) -> {out}")
     if args.qmap:
         from .rollout import imagine_qmap
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.qmap))):
@@ -206,18 +256,21 @@ def cmd_record(args) -> int:
     out = _out_path(args.out)
     run = LoadedRun(args.checkpoint)
     frames, returns = [], []
-    for i in range(args.episodes):
-        if args.side_by_side:
-            real, imag, captions, ep = open_loop(run, args.seed + i, args.context)
-            frames += side_by_side(real, imag, captions=captions)
-            if len(real) < len(ep["actions"]) - min(args.context, len(ep["actions"])) + 1:
-                print(f"episode {i}: side by side up to step {args.context - 1 + len(real) - 1} of "
-                      f"{len(ep['actions'])}: open-loop imagination ends at world.max_seq_len="
-                      f"{run.cfg.world.max_seq_len} positions")
-        else:
-            ep = run.episode(args.seed + i)
-            frames += ep["frames"]
-        returns.append(ep["return"])
+    with _progress(args.episodes, "episode") as bar:
+        for i in range(args.episodes):
+            if args.side_by_side:
+                real, imag, captions, ep = open_loop(run, args.seed + i, args.context)
+                frames += side_by_side(real, imag, captions=captions)
+                n = len(ep["actions"])
+                if args.context - 1 + len(real) < n:
+                    bar.write(f"episode {i}: side by side for steps {min(args.context, n) - 1}-"
+                              f"{min(args.context, n) - 2 + len(real)} of {n}: open-loop imagination stops at "
+                              f"the trained horizon (trainer.seq_len={run.cfg.trainer.seq_len})")
+            else:
+                ep = run.episode(args.seed + i)
+                frames += ep["frames"]
+            returns.append(ep["return"])
+            bar.update(1)
     if not frames:
         raise UsageError(f"{run.cfg.env.id} has no image observation and no rgb_array renderer — nothing to "
                          "record (install its render dependencies, e.g. pygame for classic control)")

@@ -1,12 +1,15 @@
 """What a run writes as it trains: metrics.csv, TensorBoard events, curves.png, GIFs in TensorBoard.
 
 metrics.csv has one row per scalar: step, seconds (training wall-clock), name, value. Names are
-namespaced: `loss/…`, `world/…`, `agent/…`, `train/…`, `eval/…`, `time/…`.
+namespaced: `loss/…`, `world/…`, `agent/…`, `train/…`, `eval/…`, `time/…`. curves.png draws them
+as small multiples (PANELS), from the first logged row on.
 """
 from __future__ import annotations
 
 import csv
+import math
 import os
+import time
 
 from quatrix_world.errors import QuatrixError
 from quatrix_world.files import atomic_path
@@ -18,6 +21,8 @@ class RunLogger:
         self.metrics_path = os.path.join(run_dir, "metrics.csv")
         self.purge_after = purge_after          # a resumed run: TensorBoard drops events after this step
         self._tb = None
+        self._curves_at = None                  # when curves.png was last drawn (time.monotonic())
+        self.curves_every = 30.0
 
     @property
     def tb(self):
@@ -60,29 +65,16 @@ class RunLogger:
         from .tb_video import add_gif
         add_gif(self.tb, tag, frames, step)
 
-    def curves(self, history: list[dict], title: str) -> None:
-        """curves.png: eval return against env steps and against wall-clock seconds."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        steps = [r["step"] for r in history]
-        secs = [r["seconds"] for r in history]
-        fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-        for key, label in (("eval/return", "deterministic"), ("eval/return_sampled", "sampled")):
-            if all(key in r for r in history):
-                ax[0].plot(steps, [r[key] for r in history], marker="o", label=label)
-                ax[1].plot(secs, [r[key] for r in history], marker="o", label=label)
-        ax[0].set_xlabel("env steps")
-        ax[1].set_xlabel("wall-clock seconds")
-        for a in ax:
-            a.set_ylabel("eval return")
-            a.grid(alpha=0.3)
-            a.legend()
-        fig.suptitle(title)
-        fig.tight_layout()
-        with atomic_path(os.path.join(self.run_dir, "curves.png")) as tmp:
-            fig.savefig(tmp, dpi=80, format="png")
-        plt.close(fig)
+    def maybe_curves(self, title: str, force: bool = False) -> None:
+        """Redraw curves.png from metrics.csv: at the first logged row, at every evaluation and when
+        the run ends (`force`), and otherwise at most every `curves_every` seconds."""
+        now = time.monotonic()
+        if not os.path.exists(self.metrics_path):
+            return
+        if not force and self._curves_at is not None and now - self._curves_at < self.curves_every:
+            return
+        self._curves_at = now
+        plot_curves(read_metrics(self.metrics_path), os.path.join(self.run_dir, "curves.png"), title)
 
     def progress(self, total: int, initial: int, desc: str):
         """A tqdm bar over env steps; its postfix shows the last episode's return (ret) and the
@@ -94,3 +86,86 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def read_metrics(path: str) -> dict[str, list[tuple[int, float, float]]]:
+    """metrics.csv -> {name: [(step, seconds, value), ...]} (a torn last line is skipped)."""
+    out: dict[str, list] = {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        for row in csv.reader(f):
+            if len(row) != 4 or not row[0].isdigit():
+                continue
+            try:
+                out.setdefault(row[2], []).append((int(row[0]), float(row[1]), float(row[3])))
+            except ValueError:
+                continue
+    return out
+
+
+# curves.png, one panel each: (title, y label, [(metric, legend label)], log scale)
+PANELS = [
+    ("returns", "return", [("eval/return_sampled", "eval, sampled actions"),
+                           ("eval/return", "eval, most likely action"),
+                           ("train/episode_return", "training episodes")], False),
+    ("world model losses", "loss", [("loss/world", "total"), ("loss/reward", "reward"),
+                                    ("loss/continue", "continue"), ("loss/dyn", "dynamics KL"),
+                                    ("loss/rep", "representation KL")], True),
+    ("reconstruction losses", "loss", [], True),                   # every loss/recon_<key>
+    ("agent losses", "loss", [("loss/actor", "actor"), ("loss/critic", "critic")], False),
+    ("policy entropy", "nats", [("agent/entropy", "entropy")], False),
+    ("speed", "per wall-clock second", [], False),                 # env steps/s and updates/s
+]
+
+
+def _rate(points: list) -> tuple[list, list]:
+    """(step, seconds, count) rows -> (steps, count per wall-clock second between rows)."""
+    xs, ys = [], []
+    for (s0, t0, c0), (s1, t1, c1) in zip(points, points[1:]):
+        if t1 - t0 > 0.5:
+            xs.append(s1)
+            ys.append((c1 - c0) / (t1 - t0))
+    return xs, ys
+
+
+def plot_curves(metrics: dict, path: str, title: str) -> None:
+    """Small multiples of a run's metrics against env steps, written atomically to `path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (name, ylabel, series, log) in zip(axes.flat, PANELS):
+        if name == "reconstruction losses":
+            series = [(k, k.removeprefix("loss/recon_")) for k in sorted(metrics) if k.startswith("loss/recon_")]
+        lines = []
+        if name == "speed":
+            env_rows = sorted({(s, t) for rows in metrics.values() for s, t, _ in rows})
+            xs, ys = _rate([(s, t, s) for s, t in env_rows])
+            if xs:
+                lines.append(ax.plot(xs, ys, label="env steps")[0])
+            xs, ys = _rate(metrics.get("train/updates", []))
+            if xs:
+                lines.append(ax.plot(xs, ys, label="updates")[0])
+        for key, label in series:
+            rows = [(s, v) for s, _, v in metrics.get(key, []) if math.isfinite(v) and (not log or v > 0)]
+            if not rows:
+                continue
+            xs, ys = zip(*rows)
+            style = dict(marker="o", ms=3) if key.startswith("eval/") else dict(lw=1)
+            if key == "train/episode_return":
+                style = dict(ls="none", marker=".", ms=3, alpha=0.4)
+            lines.append(ax.plot(xs, ys, label=label, **style)[0])
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if log and lines:
+            ax.set_yscale("log")
+        if lines:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged yet", ha="center", va="center", transform=ax.transAxes, color="grey")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)

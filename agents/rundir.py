@@ -42,7 +42,7 @@ class RunLock:
             owner = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(self.fd)
             raise RunDirError(f"run folder '{run_dir}' is in use by process {owner} — wait for it to finish, "
-                              "or train into another folder (--set run.name=...)") from None
+                              "or train into another folder (--run-dir DIR)") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -90,8 +90,9 @@ def claim(run_dir: str, resume: bool = False, force: bool = False) -> RunLock:
     try:
         if not resume and holds_run(run_dir):
             if not force:
-                raise RunDirError(f"run folder '{run_dir}' already holds a run — continue it with --resume, "
-                                  "replace it with --force, or train into another folder (--set run.name=...)")
+                raise RunDirError(f"run folder '{run_dir}' already holds a run — continue it with --resume "
+                                  f"{run_dir}, replace it with --force, or train into another folder "
+                                  "(--run-dir DIR)")
             remove_run(run_dir)
         remove_temp_files(run_dir)
     except BaseException:

@@ -90,6 +90,8 @@ class Trainer:
                                    window=t.seq_len - 1, seed=seed, gen=self.gen, seconds=self.seconds)
         self.actor = self.collector.actor
         self._stopping = threading.Event()     # Ctrl-C / SIGTERM / request_stop(); no reference back to self
+        self._signal = None                    # the signal that asked to stop (SIGINT when none did)
+        self._bar = None                       # the progress bar, while train() runs
         self.evaluator = Evaluator(cfg, stop=self._stopping.is_set)   # it stops an evaluation too
         # counters (all restored on resume; env steps and episodes are the collector's)
         self.updates = 0           # gradient steps taken
@@ -125,8 +127,10 @@ class Trainer:
         bar = None
         if t.progress and not self.quiet:
             bar = self.logger.progress(t.total_steps, self.step, self.cfg.env.id)
+        self._bar = bar
         interrupted = False
         self._stopping.clear()
+        self._signal = None
         previous = {}
         if threading.current_thread() is threading.main_thread():
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -171,14 +175,20 @@ class Trainer:
             interrupted = True
             signal.signal(signal.SIGINT, signal.SIG_DFL)     # a second Ctrl-C kills at once
             self.save(os.path.join(self.ckpt_dir, "latest.pt"))
+            if bar is not None:
+                bar.close()
             if self.is_main:
-                print(f"interrupted at step {self.step}: checkpoint written to {self.ckpt_dir}/latest.pt "
-                      f"(continue with --resume {self.run_dir})", flush=True)
+                name = signal.Signals(self._signal or signal.SIGINT).name
+                print(f"interrupted by {name} at step {self.step} of {t.total_steps}: checkpoint written to "
+                      f"{self.ckpt_dir}/latest.pt (continue with --resume {self.run_dir})", flush=True)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if bar is not None:
                 bar.close()
+            self._bar = None
+            if self.is_main and self.logger is not None:
+                self.logger.maybe_curves(self._title(), force=True)
             if self.world_size > 1 and not interrupted:
                 diff = distributed.max_param_difference(self.world) + distributed.max_param_difference(self.agent)
                 self.log({"dist/max_param_diff": diff})
@@ -186,7 +196,8 @@ class Trainer:
                     print(f"data parallel: {self.world_size} ranks, max weight difference across ranks {diff:.3g}")
             self.close()
         summary = {"step": self.step, "updates": self.updates, "episodes": self.collector.episodes,
-                   "best_eval_return": self.best, "wall_seconds": self.wall, "interrupted": interrupted}
+                   "best_eval_return": self.best, "wall_seconds": self.wall, "interrupted": interrupted,
+                   "signal": int(self._signal or signal.SIGINT) if interrupted else None}
         if self.eval_history:
             summary["last_eval"] = self.eval_history[-1]
         return summary
@@ -207,6 +218,7 @@ class Trainer:
         """SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly."""
         if self._stopping.is_set():       # asked twice: stop now
             raise KeyboardInterrupt
+        self._signal = signum
         self._stopping.set()
 
     def start_collection(self, replay_actions=None) -> None:
@@ -320,16 +332,38 @@ class Trainer:
         self.eval_history.append(row)
         self.log(scores)
         score = max(row.get("eval/return", -math.inf), row["eval/return_sampled"])
-        if score > self.best:
+        best = score > self.best
+        if best:
             self.best = score
             self.save(os.path.join(self.ckpt_dir, "best.pt"))
         if self.is_main:
-            self.logger.curves(self.eval_history, f"{self.cfg.env.id} — {self.cfg.agent.kind}")
+            self.logger.maybe_curves(self._title(), force=True)
+            if not self.quiet:
+                self._say(self.eval_line(row, best))
             if self.cfg.trainer.video_every_eval and first["frames"]:
                 self.logger.video("eval/real_episode", first["frames"], self.step)
             if imagined:
                 self.logger.video("eval/imagined_rollout", imagined, self.step)
         return row
+
+    def eval_line(self, row: dict, best: bool) -> str:
+        """One line per evaluation: the sampled score (the policy as trained), the deterministic one."""
+        n = self.cfg.trainer.eval_episodes
+        parts = [f"sampled {row['eval/return_sampled']:.3f} ± {row['eval/return_sampled_std']:.3f}"]
+        if "eval/return" in row:
+            parts.append(f"deterministic {row['eval/return']:.3f} ± {row['eval/return_std']:.3f}")
+        return (f"eval at step {self.step:,}: return {', '.join(parts)} over {n} episodes each"
+                f"{' (best so far)' if best else ''} [{self.wall:.0f} s]")
+
+    def _say(self, line: str) -> None:
+        """Print a line without breaking the progress bar."""
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def _title(self) -> str:
+        return f"{self.cfg.env.id} — {self.cfg.agent.kind}, seed {self.cfg.seed}"
 
     def log(self, metrics: dict) -> None:
         """Scalars to metrics.csv and TensorBoard (training losses every `trainer.log_every` steps)."""
@@ -339,6 +373,7 @@ class Trainer:
         if any(k.startswith("loss/") for k in metrics) and self.updates % max(1, int(t.log_every * t.replay_ratio)):
             return
         self.logger.scalars(metrics, self.step, self.wall)
+        self.logger.maybe_curves(self._title())         # from the first row on, then every 30 s at most
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -1,7 +1,7 @@
 """envs — data in for Quatrix World: make_env, checks, replay and video.
 
     from envs import make_env
-    env = make_env("MiniGrid-Empty-6x6-v0", seed=0)     # torchrl EnvBase: pixels uint8 [56,56,3] + mission
+    env = make_env("MiniGrid-Empty-6x6-v0", seed=0)     # torchrl EnvBase: image uint8 [56,56,3] + mission (its Dict keys)
     td = env.rollout(5)
 """
 from .check import check_env, format_report

@@ -1,15 +1,16 @@
 """Turn any supported gymnasium observation space into the Quatrix data contract.
 
 `QuatrixObservation` is a plain gymnasium.ObservationWrapper: after it, every observation is a dict
-of numpy arrays with fixed shapes and dtypes —
+of numpy arrays with fixed shapes and dtypes, one entry per key, by kind —
 
-    image   -> 'pixels'       uint8   [H, W, C]   (C×H×W boxes are transposed)
-    vector  -> 'observation'  float32 [D]         (Box, Discrete→one-hot, MultiBinary, MultiDiscrete→one-hots)
-    tokens  -> 'mission'      int64   [L]         (Text / MiniGrid MissionSpace, via `Tokenizer`)
-    audio   -> 'audio'        float32 [N]         (only a Dict key literally named 'audio')
+    image   uint8   [H, W, C]   (C×H×W boxes are transposed)
+    vector  float32 [D]         (Box, Discrete→one-hot, MultiBinary, MultiDiscrete→one-hots)
+    tokens  int64   [L]         (Text / MiniGrid MissionSpace, via `Tokenizer`)
+    audio   float32 [N]         (only a Dict key literally named 'audio')
 
-Inside a Dict space, a key keeps its own name when several keys share a kind (two cameras stay
-'left'/'right'); a lone key of a kind gets the canonical name above. Every raw observation is checked
+A Dict observation keeps its own keys (`{"camera": ..., "speed": ...}` stays camera / speed in the
+replay, the logs, `world.encoder.kinds.<key>` and the decoder losses); a lone space is named as
+torchrl names it, `pixels` for an image and `observation` otherwise (CANONICAL). Every raw observation is checked
 against its space (shape, dtype, integer ranges) and a mismatch raises EnvError naming the key;
 NaN or inf in a float observation is refused the same way. Float values outside their Box are let
 through (many envs step slightly outside their declared bounds).
@@ -26,7 +27,7 @@ from gymnasium import spaces
 from .errors import EnvError
 from .tokenizer import Tokenizer
 
-CANONICAL = {"image": "pixels", "vector": "observation", "tokens": "mission", "audio": "audio"}
+CANONICAL = {"image": "pixels", "vector": "observation", "tokens": "observation", "audio": "observation"}
 RESERVED = {"action", "reward", "done", "terminated", "truncated", "is_init", "next", "_reset", "_step"}
 SUPPORTED_OBS = ("Box (uint8 images HxWxC or CxHxW, numeric vectors/arrays), Discrete, MultiBinary, "
                  "MultiDiscrete, Text, MiniGrid MissionSpace, or a flat Dict of these")
@@ -115,11 +116,8 @@ def plan_observation(space, tokenizer: Tokenizer, drop: tuple = ()) -> list[Leaf
             leaves.append(_leaf(k, sub, tokenizer))
         if not leaves:
             raise EnvError("the observation Dict has no keys left to use — keep at least one observation")
-        counts: dict[str, int] = {}
         for lf in leaves:
-            counts[lf.kind] = counts.get(lf.kind, 0) + 1
-        for lf in leaves:
-            lf.key = CANONICAL[lf.kind] if counts[lf.kind] == 1 else str(lf.src)
+            lf.key = str(lf.src)
     else:
         if isinstance(space, spaces.Tuple) or type(space).__name__ in ("Graph", "Sequence", "OneOf"):
             raise EnvError(f"observation space {type(space).__name__} is not supported — supported: {SUPPORTED_OBS}")

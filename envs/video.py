@@ -1,4 +1,5 @@
-"""Videos: write frames to .mp4/.gif atomically, and build real | imagined | error comparison frames."""
+"""Videos and pictures a person can read: frames written to .mp4/.gif/.png atomically, labelled
+frames (real | imagined | |error| columns, one row per imagined branch, a grid of branches x steps)."""
 from __future__ import annotations
 
 import os
@@ -139,3 +140,69 @@ def side_by_side(real, imagined, captions=None, scale: int = 4) -> list[np.ndarr
         err = np.abs(r.astype(np.int16) - m.astype(np.int16)).astype(np.uint8)
         out.append(labelled([r, m, err], captions[i] if captions else "", scale, labels=["real", "imagined", "|error|"]))
     return out
+
+
+def _text_width(text: str, height: int) -> int:
+    """About how many pixels `text` takes in the caption font of a row `height` px high."""
+    return int(len(text) * 0.62 * max(8, height - 6)) + 8
+
+
+NOTE_WIDTH = "r^ +0.00  sum +00.00"        # the widest note branch_rows keeps room for
+
+
+def branch_rows(frames: list, title: str | list[str], row_labels: list[str], row_notes: list[str] | None = None,
+                scale: int = 4) -> np.ndarray:
+    """One video frame: title rows (a str, or a list of lines), then one row per branch — its name
+    on the left, its frame (nearest-upscaled by `scale`), and a note (e.g. its predicted reward) on
+    the right. Frames with the same sizes, labels and number of title lines have the same size."""
+    frames = _frames_array(frames)
+    h, w = frames[0].shape[:2]
+    cap = max(14, 3 * scale + 6)
+    left = max(_text_width(t, cap) for t in row_labels)
+    notes = row_notes or [""] * len(frames)
+    right = _text_width(NOTE_WIDTH, cap)
+    width = left + w * scale + right
+    rows = [_caption_row(line, width, cap) for line in ([title] if isinstance(title, str) else title)]
+    for f, label, note in zip(frames, row_labels, notes):
+        body = _upscale(f, scale)
+        label_col = np.zeros((h * scale, left, 3), np.uint8)
+        label_col[:cap] = _caption_row(label, left, cap)
+        note_col = np.zeros((h * scale, right, 3), np.uint8)
+        note_col[:cap] = _caption_row(note, right, cap)
+        rows.append(np.concatenate([label_col, body, note_col], axis=1))
+        rows.append(np.full((1, width, 3), 128, np.uint8))          # a grey line between branches
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def grid(frames: list[list], col_titles: list[str], row_labels: list[str], title: str = "",
+         scale: int = 2) -> np.ndarray:
+    """One picture: frames[r][c] in a grid (1-px grey lines), a title, a title per column and a
+    label per row; a column may be None in some rows (left dark)."""
+    first = next(f for row in frames for f in row if f is not None)
+    h, w = _frames_array([first])[0].shape[:2]
+    cap = max(14, 3 * scale + 6)
+    cw, ch = w * scale + 1, h * scale + 1
+    left = max(_text_width(t, cap) for t in row_labels)
+    width = left + cw * len(col_titles)
+    out = [_caption_row(title, width, cap)] if title else []
+    out.append(_caption_row([""] + list(col_titles), width, cap, [0] + [left + 2 + i * cw for i in range(len(col_titles))]))
+    for row, label in zip(frames, row_labels):
+        line = np.zeros((ch, width, 3), np.uint8)
+        line[:cap, :left] = _caption_row(label, left, cap)
+        for c, f in enumerate(row):
+            x = left + c * cw
+            line[:, x + cw - 1] = 128
+            line[ch - 1, left:] = 128
+            if f is not None:
+                line[:ch - 1, x:x + cw - 1] = _upscale(_frames_array([f])[0], scale)
+        out.append(line)
+    return np.concatenate(out, axis=0)
+
+
+def write_png(image: np.ndarray, path: str) -> str:
+    """Write one uint8 HxWx3 picture to `path` (.png), atomically, readable by everyone (0644)."""
+    from PIL import Image
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(_frames_array([image])[0]).save(tmp, format="PNG")
+    return path

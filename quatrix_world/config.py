@@ -158,7 +158,7 @@ class TrainerConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str = "{config}-{agent}-s{seed}"   # the run folder under `dir`; {config} {env} {agent} {seed} are filled in
     dir: str = "runs"
     device: str = "auto"             # auto (cuda when a GPU is visible) | cpu | cuda | cuda:N
     precision: str = "auto"          # auto (bf16 autocast on cuda, fp32 on cpu) | fp32 | bf16
@@ -196,6 +196,26 @@ _CHOICES = {
 }
 
 
+RUN_NAME_FIELDS = ("config", "env", "agent", "seed")
+
+
+def run_name(cfg: Config, config: str = "run") -> str:
+    """`run.name` with its placeholders filled in: {config} (the last --config file's name, "run"
+    when none), {env} (env.id, '/' and ':' made '-'), {agent} (agent.kind) and {seed}."""
+    env = cfg.env.id.replace("/", "-").replace(":", "-")
+    try:
+        return cfg.run.name.format(config=config, env=env, agent=cfg.agent.kind, seed=cfg.seed)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"run.name {cfg.run.name!r} has an unknown placeholder ({e}) — use only "
+                          f"{', '.join('{' + f + '}' for f in RUN_NAME_FIELDS)}, or a plain name") from None
+
+
+def default_run_dir(cfg: Config, configs=()) -> str:
+    """runs/<run.name>: the name's {config} is the last config file's name (without .yaml)."""
+    names = [os.path.splitext(os.path.basename(c))[0] for c in configs if os.path.basename(c) != "default.yaml"]
+    return os.path.join(cfg.run.dir, run_name(cfg, names[-1] if names else "run"))
+
+
 def validate(cfg: Config) -> Config:
     flat = _flatten(to_dict(cfg))
     for key, v in flat.items():
@@ -207,6 +227,7 @@ def validate(cfg: Config) -> Config:
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {flat[key]!r}")
+    run_name(cfg)                        # its placeholders must be known ones
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"run.device must be auto, cpu, cuda or cuda:N; got {dev!r}")
@@ -401,10 +422,15 @@ def apply_override(data: dict, key: str, value: Any) -> dict:
     return data
 
 
-def load_config(paths: list[str] | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(paths: list | None = None, overrides: list[str] | None = None) -> Config:
+    """Layers in order — each a YAML file (a path, or a shipped config's name) or a dict of the same
+    nested shape — then "key=value" overrides."""
     data: dict = {}
     for p in paths or []:
-        data = _merge(data, read_yaml(p))
+        if isinstance(p, dict):
+            data = _merge(data, p)
+        else:
+            data = _merge(data, read_yaml(p))
     for item in overrides or []:
         data = apply_override(data, *parse_override(item))
     return validate(from_dict(data))

@@ -23,7 +23,17 @@ def test_readme_python_api(tmp_path, monkeypatch, capsys):
     assert len(frames) == 4 + 8                          # the real context (4 steps), then 8 imagined
     assert len({f.shape for f in frames}) == 1
     h, w, c = frames[0].shape
-    assert c == 3 and w == (2 * 56 + 1) * 4              # two 56-px branches, a separator, upscaled 4x
+    assert c == 3 and h == 2 * 18 + 2 * 56 * 4 + 1       # two title lines, then one 56-px row per branch, 4x
+    images = scope["images"]
+    assert images.shape == (2, 56, 56, 3) and images.dtype == torch.uint8
     mean = float(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0.0 <= mean <= 1.0
     assert run.env.action_spec.is_in(scope["policy"].step(scope["td"]))
+
+
+def test_train_from_a_dict(tmp_path):
+    import agents
+    run = agents.train(["debug.yaml", {"env": {"id": "CartPole-v1"}, "trainer": {"total_steps": 120}}],
+                       run_dir=str(tmp_path / "cartpole"), overrides=["trainer.eval_episodes=1"])
+    assert run.cfg.env.id == "CartPole-v1" and run.step == 120
+    assert list(run.world.obs_desc) == ["observation"]       # a lone Box keeps torchrl's name

@@ -270,13 +270,13 @@ def test_cli_checkpoint_for_a_different_observation_space(run_copy):
     latest = run_copy / "checkpoints" / "latest.pt"
     ck = torch.load(latest, weights_only=True)
     spec = json.loads(ck["spec"])
-    spec["obs"]["pixels"]["shape"] = [64, 64, 3]
+    spec["obs"]["image"]["shape"] = [64, 64, 3]
     ck["spec"] = json.dumps(spec, sort_keys=True)
     del ck["sha256"]
     ck["sha256"] = content_digest(ck)              # a well-formed checkpoint, made for another env
     torch.save(ck, latest)
     r = cli("eval", "--checkpoint", str(run_copy), "--episodes", "1")
-    assert_user_error(r, "different observation/action space", "field 'obs.pixels.shape.0' differs",
+    assert_user_error(r, "different observation/action space", "field 'obs.image.shape.0' differs",
                       "use the env it was trained on")
     assert not (run_copy / "eval.json").exists()
 
@@ -383,7 +383,7 @@ def test_api_image_smaller_than_patch():
     from quatrix_world.world import QuatrixWorld
     cfg = load_config(["default.yaml", "debug.yaml"], ["world.encoder.patch_size=64"])
     obs, act = env_specs(build_env(cfg, 0))
-    assert obs["pixels"]["shape"][:2] == [56, 56]
+    assert obs["image"]["shape"][:2] == [56, 56]
     with pytest.raises(SpecError, match="image 56x56 does not tile into world.encoder.patch_size=64 patches"):
         QuatrixWorld(cfg.world, obs, act)
 

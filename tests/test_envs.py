@@ -2,7 +2,9 @@
 import os
 import sys
 
+import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 import pytest
 import torch
 from torchrl.envs.utils import step_mdp
@@ -67,15 +69,15 @@ def test_minigrid_pixels_and_mission():
     env = make_env("MiniGrid-Empty-6x6-v0", seed=0)
     td = env.rollout(4)
     assert_contract(env, td, len(td))
-    assert td["pixels"].shape[1:] == (56, 56, 3) and td["pixels"].dtype == torch.uint8
+    assert td["image"].shape[1:] == (56, 56, 3) and td["image"].dtype == torch.uint8
     assert td["mission"].shape[1:] == (16,)
-    assert env.quatrix_info["obs_kinds"] == {"pixels": "image", "mission": "tokens"}
+    assert env.quatrix_info["obs_kinds"] == {"image": "image", "mission": "tokens"}
     assert env.tokenizer.decode(td["mission"][0]) == "get to the green goal square"
     spec = env.observation_spec["mission"]
     assert int(spec.space.high.max()) + 1 == Tokenizer().vocab_size
     assert "direction" not in td.keys()
     full = make_env("MiniGrid-Empty-6x6-v0", seed=0, full_view=True, tile_size=4)
-    assert full.reset()["pixels"].shape == (24, 24, 3)
+    assert full.reset()["image"].shape == (24, 24, 3)
     assert envs.render_frame(env).shape[-1] == 3
     assert env.quatrix_info["max_episode_steps"] == 4 * 6 * 6       # MiniGrid's own limit
 
@@ -107,7 +109,7 @@ def test_minigrid_mission_changes_per_episode():
 def test_seeding_is_reproducible():
     a = make_env("MiniGrid-GoToDoor-5x5-v0", seed=3).reset()
     b = make_env("MiniGrid-GoToDoor-5x5-v0", seed=3).reset()
-    assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["mission"], b["mission"])
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mission"], b["mission"])
     env = make_env("test_envs_helpers:Corridor")
     env.set_seed(5)
     x = env.reset()["observation"]
@@ -127,9 +129,9 @@ def test_custom_specs_module_instance_class():
 def test_dict_space_conversions():
     env = make_env("test_envs_helpers:ChannelsFirst", seed=0)
     td = env.reset()
-    assert td["pixels"].shape == (8, 10, 3) and td["pixels"].dtype == torch.uint8     # CxHxW -> HxWxC
+    assert td["cam"].shape == (8, 10, 3) and td["cam"].dtype == torch.uint8     # CxHxW -> HxWxC
     # two vector keys keep their own names; Discrete -> one-hot, MultiBinary -> float
-    assert env.quatrix_info["obs_kinds"] == {"pixels": "image", "pos": "vector", "flags": "vector"}
+    assert env.quatrix_info["obs_kinds"] == {"cam": "image", "pos": "vector", "flags": "vector"}
     assert td["pos"].tolist() == [1, 0, 0, 0, 0] and td["flags"].tolist() == [1.0, 0.0, 1.0]
 
 
@@ -181,7 +183,7 @@ def test_num_envs_serial():
 
 def test_check_env_report():
     rep = check_env("MiniGrid-Empty-6x6-v0")
-    assert rep["ok"] and rep["keys"]["pixels"] == {**rep["keys"]["pixels"], "shape": [56, 56, 3], "dtype": "uint8",
+    assert rep["ok"] and rep["keys"]["image"] == {**rep["keys"]["image"], "shape": [56, 56, 3], "dtype": "uint8",
                                                    "kind": "image"}
     assert rep["keys"]["mission"]["kind"] == "tokens" and rep["action"] == {"kind": "discrete", "num_actions": 7}
     text = format_report(rep)
@@ -380,3 +382,64 @@ def test_audio_sample_rate_comes_from_the_env():
     assert obs["audio"]["sample_rate"] == 8000
     world = QuatrixWorld(cfg.world, obs, act)
     assert world.encoders["audio"].audio.config.sample_rate == 8000
+
+
+class CameraSpeed(gym.Env):
+    """A Dict observation with the user's own key names (one image, one vector)."""
+
+    def __init__(self, render_mode=None):
+        self.observation_space = spaces.Dict({"camera": spaces.Box(0, 255, (16, 16, 3), np.uint8),
+                                              "speed": spaces.Box(-1.0, 1.0, (3,), np.float32)})
+        self.action_space = spaces.Discrete(2)
+
+    def _obs(self):
+        return {"camera": np.full((16, 16, 3), 10 * self.t, np.uint8), "speed": np.full(3, 0.1 * self.t, np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), float(action), self.t >= 5, False, {}
+
+
+def test_a_dict_keeps_its_keys_everywhere():
+    """The user's Dict keys, not renamed: in the env, the replay, the world model's losses and the
+    encoder overrides; a lone Box is still `observation`."""
+    from envs import EpisodeReplay
+    from quatrix_world.config import WorldConfig
+    from quatrix_world.world import QuatrixWorld
+    from agents.collect import env_specs
+    env = make_env(CameraSpeed, seed=0)
+    assert env.quatrix_info["obs_kinds"] == {"camera": "image", "speed": "vector"}
+    td = env.rollout(12, break_when_any_done=False)
+    assert td["camera"].shape == (12, 16, 16, 3) and td["speed"].shape == (12, 3)
+    replay = EpisodeReplay(50, 6, 2, seed=0)
+    replay.extend(td)
+    batch = replay.sample()
+    assert {"camera", "speed"} <= set(batch.keys()) and "pixels" not in batch.keys()
+    obs, act = env_specs(env)
+    cfg = WorldConfig(hidden_size=32, num_layers=1, latent_groups=4, latent_classes=4, max_seq_len=16)
+    cfg.encoder.hidden_size, cfg.encoder.patch_size = 16, 8
+    cfg.encoder.kinds = {"speed": "vector"}             # an override names the user's key
+    world = QuatrixWorld(cfg, obs, act)
+    _, metrics, _ = world.loss(batch)
+    assert {"loss/recon_camera", "loss/recon_speed"} <= set(metrics)
+    assert list(make_env("CartPole-v1").quatrix_info["obs_kinds"]) == ["observation"]
+    assert list(make_env("QuatrixWorld/SayColor-v0", drop_keys=("mission",)).quatrix_info["obs_kinds"]) == \
+        ["observation"]
+    with pytest.raises(EnvError, match=r"env.drop_keys \['missoin'\] are not keys of the observation Dict"):
+        make_env("QuatrixWorld/SayColor-v0", drop_keys=("missoin",))
+
+
+def test_unknown_env_id_suggests_the_same_family_first():
+    for typo, hint in (("MiniGrid-Emty-6x6-v0", "did you mean 'MiniGrid-Empty-6x6-v0'"),
+                       ("Pendulm-v1", "did you mean 'Pendulum-v1'"),
+                       ("QuatrixWorld/SayColour-v0", "did you mean 'QuatrixWorld/SayColor-v0'")):
+        with pytest.raises(EnvError, match=hint):
+            make_env(typo)
+    with pytest.raises(EnvError) as e:
+        make_env("Nope-v0")                 # nothing close: no far-fetched guess (it once said 'Hopper-v5')
+    assert "did you mean" not in str(e.value) and "unknown env id 'Nope-v0'" in str(e.value)

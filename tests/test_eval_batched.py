@@ -70,7 +70,7 @@ def test_observe_step_matches_recomputing_the_window():
     state = world.acting_state(N, window)
     prev, sizes = None, []
     for t in range(steps):
-        obs = {"pixels": torch.randint(0, 256, (N, 56, 56, 3), dtype=torch.uint8),
+        obs = {"image": torch.randint(0, 256, (N, 56, 56, 3), dtype=torch.uint8),
                "mission": torch.randint(1, 20, (N, world.obs_desc["mission"]["shape"][0]))}
         fast = world.observe_step(state, obs, prev)                                   # [N, F]
         z = world.encode_mode(obs)
@@ -89,7 +89,7 @@ def test_observe_step_matches_recomputing_the_window():
     # rows drop out: the selected state continues exactly as the full one would for those rows
     keep = torch.tensor([0, 2])
     sub = world.select_rows(state, keep)
-    obs = {"pixels": torch.randint(0, 256, (N, 56, 56, 3), dtype=torch.uint8),
+    obs = {"image": torch.randint(0, 256, (N, 56, 56, 3), dtype=torch.uint8),
            "mission": torch.randint(1, 20, (N, world.obs_desc["mission"]["shape"][0]))}
     full = world.observe_step(state, obs, prev)
     part = world.observe_step(sub, {k: v[keep] for k, v in obs.items()}, prev[keep])

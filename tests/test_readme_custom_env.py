@@ -48,14 +48,14 @@ def test_readme_custom_env_trains(tmp_path):
         outputs.append(r.stdout)
     assert ": OK" in outputs[0] and "-> MLP" in outputs[0] and "discrete, 2 actions" in outputs[0]
 
-    run = tmp_path / "runs" / "debug"
+    run = tmp_path / "runs" / "debug-actor_critic-s0"
     latest = run / "checkpoints" / "latest.pt"
     assert latest.is_file() and (run / "checkpoints" / "best.pt").is_file()
     ck = torch.load(latest, map_location="cpu", weights_only=True)
     assert "my_envs:WalkEnv" in ck["config"] and ck["counters"]["step"] > 0
 
     # the README says later commands re-import the module from the same directory
-    r = subprocess.run([exe, "eval", "--checkpoint", "runs/debug", "--episodes", "1"], cwd=tmp_path, env=env,
+    r = subprocess.run([exe, "eval", "--checkpoint", "runs/debug-actor_critic-s0", "--episodes", "1"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (run / "eval.json").is_file()

@@ -100,7 +100,7 @@ def test_real_env_rows():
     td = env.rollout(10, break_when_any_done=False)
     r.extend(td)
     b = r.sample()
-    assert b["pixels"].shape == (3, 4, 56, 56, 3) and b["pixels"].dtype == torch.uint8
+    assert b["image"].shape == (3, 4, 56, 56, 3) and b["image"].dtype == torch.uint8
     assert b["mission"].shape == (3, 4, 16) and b["is_init"].shape == (3, 4, 1)
     assert b["next", "reward"].shape == (3, 4, 1)
     per_row = sum(v.numel() * v.element_size() for v in b[0, 0].values(True, True))
