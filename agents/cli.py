@@ -143,10 +143,11 @@ def cmd_train(args) -> int:
     if summary["interrupted"]:       # the trainer said where the checkpoint is and how to continue
         return 128 + summary["signal"]          # 130 for SIGINT (Ctrl-C), 143 for SIGTERM
     last = summary.get("last_eval", {})
-    scores = [f"{name} {last[key]:.3f}" for name, key in (("eval return", "eval/return"),
-                                                          ("sampled", "eval/return_sampled")) if key in last]
+    scores = [f"{name} {last[key]:.3f}" for name, key in (("sampled", "eval/return_sampled"),
+                                                          ("deterministic", "eval/return")) if key in last]
     print(f"done: {summary['step']} env steps, {summary['updates']} updates, "
-          f"{', '.join(scores) or 'not evaluated'}, {summary['wall_seconds']:.0f}s — run in {run_dir}")
+          f"{'last eval return ' + ', '.join(scores) if scores else 'not evaluated'}, "
+          f"{summary['wall_seconds']:.0f}s — run in {run_dir}")
     return 0
 
 

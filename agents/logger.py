@@ -22,6 +22,7 @@ class RunLogger:
         self.purge_after = purge_after          # a resumed run: TensorBoard drops events after this step
         self._tb = None
         self._curves_at = None                  # when curves.png was last drawn (time.monotonic())
+        self._written, self._drawn = 0, -1      # rows written by this process; the count at the last drawing
         self.curves_every = 30.0
 
     @property
@@ -40,6 +41,7 @@ class RunLogger:
             for k, v in metrics.items():
                 w.writerow([step, f"{seconds:.2f}", k, f"{float(v):.6g}"])
                 self.tb.add_scalar(k, float(v), step)
+        self._written += len(metrics)
 
     def truncate(self, step: int) -> None:
         """Before a (resumed) run appends: drop rows logged after the checkpoint's step (they are about
@@ -69,11 +71,11 @@ class RunLogger:
         """Redraw curves.png from metrics.csv: at the first logged row, at every evaluation and when
         the run ends (`force`), and otherwise at most every `curves_every` seconds."""
         now = time.monotonic()
-        if not os.path.exists(self.metrics_path):
-            return
+        if not os.path.exists(self.metrics_path) or self._drawn == self._written:
+            return                                   # nothing new since the last drawing
         if not force and self._curves_at is not None and now - self._curves_at < self.curves_every:
             return
-        self._curves_at = now
+        self._curves_at, self._drawn = now, self._written
         plot_curves(read_metrics(self.metrics_path), os.path.join(self.run_dir, "curves.png"), title)
 
     def progress(self, total: int, initial: int, desc: str):
@@ -161,11 +163,11 @@ def plot_curves(metrics: dict, path: str, title: str) -> None:
         if log and lines:
             ax.set_yscale("log")
         if lines:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper right")       # a fixed place: "best" scans every point
         else:
             ax.text(0.5, 0.5, "not logged yet", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.08, top=0.9, wspace=0.28, hspace=0.45)   # tight_layout is slow
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)

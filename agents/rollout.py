@@ -14,6 +14,7 @@ from quatrix_world.world import QuatrixWorld
 
 from . import build_agent
 from .collect import build_env, env_specs
+from .evaluate import episode_metrics, summarize_metrics
 from .policy import OnlinePolicy, episode_batch, play_episode
 
 
@@ -81,14 +82,18 @@ class Policy:
 
 def evaluate(run: LoadedRun, episodes: int, deterministic: bool, progress=None) -> dict:
     """Returns of `episodes` fresh episodes (`progress(1)` is called after each)."""
-    returns = []
+    returns, rows = [], []
     for i in range(episodes):
         returns.append(run.episode(30_000_000 + i, deterministic)["return"])
+        metrics = episode_metrics(run.env)          # the env's own numbers (Crafter: achievements), if any
+        if metrics is not None:
+            rows.append(metrics)
         if progress is not None:
             progress(1)
     result = {"checkpoint": run.path, "env": run.cfg.env.id, "step": run.step, "episodes": episodes,
               "deterministic": deterministic, "mean_return": float(np.mean(returns)),
               "std_return": float(np.std(returns)), "returns": returns}
+    result.update({k.removeprefix("eval/"): v for k, v in summarize_metrics(run.env, rows).items()})
     return result
 
 

@@ -2,9 +2,10 @@
 
 A family owns the ids that start with one of its prefixes, the extra `make_env` options it takes
 (with their defaults), the `gymnasium.make` arguments its protocol needs (`make_kwargs`, a user's
-own win), the package that registers its ids (`requires`, with the pip extra that installs it) and
-`wrap(env, options) -> (env, observation keys to drop)`, applied right after `gymnasium.make`.
-Any other id is made as it is.
+own win), the package that registers its ids (`requires`, with the pip extra that installs it),
+`register_ids` for a suite whose package does not register gymnasium ids itself (Crafter, DMC: our
+adapters in envs/crafter.py and envs/dmc.py do) and `wrap(env, options) -> (env, observation keys
+to drop)`, applied right after `gymnasium.make`. Any other id is made as it is.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Family:
     wrap: Callable[[gym.Env, dict], tuple[gym.Env, tuple]]
     make_kwargs: dict = field(default_factory=dict)
     requires: tuple[str, str] | None = None          # (module that registers the ids, pip extra)
+    register_ids: Callable[[], None] | None = None   # registers the ids after `requires` imported
 
     def owns(self, env_id: str) -> bool:
         return env_id.startswith(self.prefixes)
@@ -42,7 +44,9 @@ class Family:
         except ImportError:
             raise EnvError(f"{self.name} envs need the '{module}' package — pip install -e \".[{extra}]\" "
                            f"(or pip install quatrix-world[{extra}])") from None
-        if callable(getattr(mod, "register_envs", None)):       # minatar.gym
+        if self.register_ids is not None:                       # crafter, dm_control: our adapters
+            self.register_ids()
+        elif callable(getattr(mod, "register_envs", None)):     # minatar.gym
             mod.register_envs()
         elif hasattr(gym, "register_envs"):                     # ale_py
             gym.register_envs(mod)
@@ -128,6 +132,16 @@ def _wrap_minatar(env: gym.Env, opts: dict) -> tuple[gym.Env, tuple]:
     return MinAtarChannels(env), ()
 
 
+def _as_is(env: gym.Env, opts: dict) -> tuple[gym.Env, tuple]:
+    """Suites whose adapter already speaks the protocol (envs/crafter.py, envs/dmc.py)."""
+    return env, ()
+
+
+def _adapter(module: str) -> Callable[[], None]:
+    """Registers the ids of our adapter module envs/<module>.py (imported only when used)."""
+    return lambda: importlib.import_module(f"{__package__}.{module}").register_envs()
+
+
 FAMILIES: list[Family] = [
     Family("MiniGrid", ("MiniGrid-",), {"full_view": False, "tile_size": 8}, _wrap_minigrid),
     Family("Atari", ("ALE/",), {"life_loss": False, "screen_size": 64}, _wrap_atari,
@@ -135,6 +149,9 @@ FAMILIES: list[Family] = [
                         "max_num_frames_per_episode": 108_000},
            requires=("ale_py", "atari")),
     Family("MinAtar", ("MinAtar/",), {}, _wrap_minatar, requires=("minatar.gym", "minatar")),
+    Family("Crafter", ("Crafter-", "crafter"), {}, _as_is, requires=("crafter", "crafter"),
+           register_ids=_adapter("crafter")),
+    Family("DMC", ("dmc/",), {}, _as_is, requires=("dm_control", "dmc"), register_ids=_adapter("dmc")),
 ]
 
 

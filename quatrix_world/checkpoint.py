@@ -183,6 +183,11 @@ def check_compatible(ck: dict, cfg, spec: dict) -> None:
     """A checkpoint must match the env's spaces and the model config (world.*, agent.* except
     MAY_CHANGE); the error names every difference."""
     from .config import config_from_yaml_text, to_dict
+    saved_keys, keys = sorted(ck["spec"].get("obs", {})), sorted(spec.get("obs", {}))
+    if saved_keys != keys:
+        raise CheckpointError(f"checkpoint {ck['path']} was made for observation keys {saved_keys}, this env has "
+                              f"{keys} — use the env it was trained on (checkpoints from before Dict observations "
+                              "kept their own key names, e.g. 'pixels' for MiniGrid's 'image', need retraining)")
     diff = first_difference(ck["spec"], spec)
     if diff:
         raise CheckpointError(f"checkpoint {ck['path']} was made for a different observation/action space "

@@ -120,6 +120,18 @@ def save_q_map_png(weights: torch.Tensor, path: str, title: Optional[str] = None
         w = w.mean(0)
     if w.dim() != 2 or w.shape[0] != w.shape[1]:
         raise UsageError(f"weights must be [B, heads, T, T], [heads, T, T] or [T, T]; got {tuple(weights.shape)}")
+    fig = q_map_figure(w, title, context)
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def q_map_figure(w: torch.Tensor, title: Optional[str] = None, context: Optional[int] = None):
+    """The heatmap of a [T, T] map as a matplotlib Figure (whole-step ticks; a labelled dashed line
+    where imagination begins, when `context` is given)."""
     from matplotlib.figure import Figure                  # no pyplot: no global state, Agg canvas
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -130,16 +142,15 @@ def save_q_map_png(weights: torch.Tensor, path: str, title: Optional[str] = None
     im = ax.imshow(w.numpy(), cmap="viridis", vmin=0.0, vmax=max(float(w.max()), 1e-6),
                    interpolation="nearest", origin="upper", extent=(-0.5, T - 0.5, T - 0.5, -0.5))
     if context is not None and 0 < context < T:
-        ax.axhline(context - 0.5, color="w", lw=0.8, ls="--")
+        ax.axhline(context - 0.5, color="w", lw=0.8, ls="--", label=f"imagination starts (after {context} real steps)")
         ax.axvline(context - 0.5, color="w", lw=0.8, ls="--")
+        ax.legend(loc="lower left", fontsize=7, framealpha=0.6)
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # steps are whole numbers
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("past step")
     ax.set_ylabel("query step")
     ax.set_title(title or "Q(s, a) routing (mean over heads)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return fig

@@ -279,6 +279,14 @@ def test_cli_checkpoint_for_a_different_observation_space(run_copy):
     assert_user_error(r, "different observation/action space", "field 'obs.image.shape.0' differs",
                       "use the env it was trained on")
     assert not (run_copy / "eval.json").exists()
+    spec["obs"]["pixels"] = spec["obs"].pop("image")   # as saved before Dict keys kept their names
+    ck["spec"] = json.dumps(spec, sort_keys=True)
+    del ck["sha256"]
+    ck["sha256"] = content_digest(ck)
+    torch.save(ck, latest)
+    r = cli("eval", "--checkpoint", str(run_copy), "--episodes", "1")
+    assert_user_error(r, "was made for observation keys ['mission', 'pixels'], this env has ['image', 'mission']",
+                      "use the env it was trained on")
 
 
 def test_cli_resume_without_a_run(tmp_path):

@@ -115,3 +115,13 @@ def test_q_map_for_rollout_and_png(tmp_path):
     save_q_map_png(w[0, 0], path)                                  # [T, T] too, overwriting
     with pytest.raises(ValueError, match="weights"):
         save_q_map_png(torch.zeros(3, 4), tmp_path / "bad.png")
+
+
+def test_q_map_figure_has_whole_step_ticks_and_a_labelled_context_line():
+    from quatrix_world.qmap import q_map_figure
+    fig = q_map_figure(torch.softmax(torch.randn(7, 7), -1), context=3)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    for ticks in (ax.get_xticks(), ax.get_yticks()):
+        assert len(ticks) > 1 and all(float(t).is_integer() for t in ticks)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["imagination starts (after 3 real steps)"]
