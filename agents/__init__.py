@@ -44,5 +44,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'agents' has no attribute '{name}'")
 
 
-__all__ = ["AGENT_KINDS", "Actor", "ActorCritic", "AgentBase", "Critic", "GRPO", "LoadedRun", "Trainer",
-           "build_agent", "lambda_returns", "load", "train"]
+__all__ = ["ActorCritic", "GRPO", "LoadedRun", "load", "train"]     # the stable API; the rest is internal

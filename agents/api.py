@@ -13,9 +13,10 @@
 """
 from __future__ import annotations
 
-from quatrix_world.config import default_run_dir, load_config
+from quatrix_world.config import Config, default_run_dir, load_config, to_dict
 
 from .rollout import LoadedRun
+from .rundir import RunDirError
 from .trainer import Trainer
 
 
@@ -25,11 +26,19 @@ def train(config="default.yaml", *, run_dir: str | None = None, overrides=(), re
     checkpoint. `config`: a YAML file or shipped config name, a dict of the same nested shape, or a
     list of them (later ones win), applied after configs/default.yaml; `overrides`: "key=value"
     strings applied last. The run goes to `run_dir`, by default runs/<run.name>."""
-    layers = [config] if isinstance(config, (str, dict)) else list(config)
+    layers = [config] if isinstance(config, (str, dict, Config)) else list(config)
+    layers = [to_dict(c) if isinstance(c, Config) else c for c in layers]
     files = [c for c in layers if isinstance(c, str)]
     cfg = load_config(["default.yaml", *[c for c in layers if c != "default.yaml"]], list(overrides))
     run_dir = run_dir or default_run_dir(cfg, files)
-    Trainer(cfg, run_dir, resume=resume, quiet=quiet, force=force).train()
+    try:
+        trainer = Trainer(cfg, run_dir, resume=resume, quiet=quiet, force=force)
+    except RunDirError as e:
+        if "already holds a run" not in str(e):
+            raise
+        raise RunDirError(f"run folder '{run_dir}' already holds a run — continue it with resume=True, replace it "
+                          "with force=True, or pass another run_dir=") from None
+    trainer.train()
     return LoadedRun(run_dir)
 
 

@@ -29,8 +29,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text \
-                and action.option_strings:
+        shown = (action.option_strings and action.nargs != 0 and action.default is not None
+                 and action.default != [] and action.default is not argparse.SUPPRESS)
+        if shown and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
 
@@ -78,17 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help=".mp4 or .gif: a video; .png: one picture (image observations: "
                    "a grid of branches x steps; vector observations: each dimension and the reward, imagined "
                    "against the real env given the same actions)")
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--seed", type=int, default=0, help="seed of the real episode that gives the context")
     i.add_argument("--qmap", metavar="FILE.png", help="also save the core's Q-map heatmap for the rollout")
 
     r = sub.add_parser("record", formatter_class=HelpFormatter, help="record real episodes (optionally beside open-loop imagination)")
     r.add_argument("--checkpoint", required=True)
-    r.add_argument("--episodes", type=int, default=1)
+    r.add_argument("--episodes", type=int, default=1, help="episodes to record, one after the other")
     r.add_argument("--out", required=True, help=".mp4 or .gif")
     r.add_argument("--side-by-side", action="store_true", help="columns real | imagined (open loop, the same "
                    "actions) | |error|, up to the trained horizon")
-    r.add_argument("--context", type=int, default=4)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--context", type=int, default=4, help="real steps the model sees before it imagines "
+                   "(with --side-by-side)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the first episode (the next ones count up)")
 
     c = sub.add_parser("env-check", formatter_class=HelpFormatter, help="check that an environment can be trained on")
     c.add_argument("spec", help="gymnasium id or package.module:Name")
@@ -210,6 +212,9 @@ def cmd_imagine(args) -> int:
     out = _out_path(args.out, (".mp4", ".gif", ".png"))
     run = LoadedRun(args.checkpoint)
     trained = run.cfg.trainer.seq_len                 # positions past it were never trained
+    if args.context >= trained:
+        raise UsageError(f"--context must be < {trained}, the trainer.seq_len this model trained on — use "
+                         f"--context {trained - 1} or less")
     if args.horizon is None:
         args.horizon = trained_horizon(run, args.context)
     if args.context + args.horizon > trained:
@@ -225,7 +230,7 @@ def cmd_imagine(args) -> int:
     if not images:
         info = imagine_vectors(run, args.horizon, out, args.group, args.context, args.seed)
         print(f"imagined {args.group} x {args.horizon} steps after {args.context} real ones (stopped at {cut}); "
-              f"the real env replayed the same actions for {info['real_steps']} steps -> {out}")
+              f"the real env replayed the same actions for {', '.join(map(str, info['real_steps']))} steps -> {out}")
     elif out.lower().endswith(".png"):
         from envs.video import write_png
         write_png(imagine_picture(run, args.horizon, args.group, args.context, args.seed), out)
@@ -238,7 +243,7 @@ def cmd_imagine(args) -> int:
                                           progress=bar.update)
         write_video(frames, out, fps=4)
         print(f"imagined {args.group} x {args.horizon} steps after {args.context} real ones (stopped at {cut}; "
-              f"predicted return {float(traj['reward'].sum(1).mean()) + 0.0:+.3f}) -> {out}")
+              f"predicted return {round(float(traj['reward'].sum(1).mean()), 3) + 0.0:+.3f}) -> {out}")
     if args.qmap:
         from .rollout import imagine_qmap
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.qmap))):

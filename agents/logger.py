@@ -131,10 +131,11 @@ def _rate(points: list) -> tuple[list, list]:
 
 def plot_curves(metrics: dict, path: str, title: str) -> None:
     """Small multiples of a run's metrics against env steps, written atomically to `path`."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure                  # no pyplot: a notebook's backend stays as it is
+    fig = Figure(figsize=(13, 6.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3)
     for ax, (name, ylabel, series, log) in zip(axes.flat, PANELS):
         if name == "reconstruction losses":
             series = [(k, k.removeprefix("loss/recon_")) for k in sorted(metrics) if k.startswith("loss/recon_")]
@@ -170,4 +171,3 @@ def plot_curves(metrics: dict, path: str, title: str) -> None:
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.08, top=0.9, wspace=0.28, hspace=0.45)   # tight_layout is slow
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)

@@ -147,7 +147,7 @@ def imagine_frames(run: LoadedRun, horizon: int, group: int = 1, context: int = 
                           labels, ["real (context)"] * group) for t in range(k)]
     total = torch.zeros(group)
     for t in range(horizon):
-        f = run.world.split_features(traj["feat"][:, t])
+        f = run.world.split_features(traj["next_feat"][:, t])     # the state after the t-th imagined action
         imgs = run.world.decode(f.z, f.h)[key].float().cpu().numpy()                     # [G, h, w, c]
         r = traj["reward"][:, t].float().cpu()
         total += r
@@ -169,7 +169,7 @@ def imagine_picture(run: LoadedRun, horizon: int, group: int = 1, context: int =
     real = [ep["obs"][t][key].numpy() for t in range(k)]
     imagined = []
     for t in range(horizon):
-        f = run.world.split_features(traj["feat"][:, t])
+        f = run.world.split_features(traj["next_feat"][:, t])     # the state after the t-th imagined action
         imagined.append(run.world.decode(f.z, f.h)[key].float().cpu().numpy())            # [G, h, w, c]
     rows = [real + [imagined[t][g] for t in range(horizon)] for g in range(group)]
     cols = [f"real {t}" for t in range(k)] + [f"+{t + 1}" for t in range(horizon)]
@@ -188,16 +188,19 @@ def imagine_vectors(run: LoadedRun, horizon: int, path: str, group: int = 1, con
         raise UsageError(f"{run.cfg.env.id} has no vector observation to plot — write a video (.mp4/.gif)")
     ep, k, traj = _imagine(run, horizon, group, context, seed)
     actions = traj["action"].cpu()                                                   # [G, H, ...]
-    dims = [(key, d) for key in keys for d in range(run.world.obs_desc[key]["shape"][0])][:8]
+    every = [(key, d) for key in keys for d in range(run.world.obs_desc[key]["shape"][0])]
+    dims = every[:8]                                                                   # a readable figure
     real_ctx = {kd: [float(ep["obs"][t][kd[0]][kd[1]]) for t in range(k)] for kd in dims}
     branches = []
     for g in range(group):
-        f = run.world.split_features(traj["feat"][g])                                # [H, ...]
+        f = run.world.split_features(traj["next_feat"][g])                           # [H, ...] after each action
         dec = run.world.decode(f.z, f.h)
         imag = {kd: dec[kd[0]][:, kd[1]].float().cpu().tolist() for kd in dims}
         real = _replay(run, seed, ep["actions"][:k - 1], actions[g])                 # the same actions, for real
         branches.append((imag, traj["reward"][g].float().cpu().tolist(), real))
-    _plot_vectors(path, run, dims, real_ctx, ep["rewards"][:k - 1], k, branches)
+    note = f"{_cut_note(run, context, horizon)}" + (f"; the first {len(dims)} of {len(every)} dimensions"
+                                                     if len(dims) < len(every) else "")
+    _plot_vectors(path, run, dims, real_ctx, ep["rewards"][:k - 1], k, branches, note)
     return {"real_steps": [len(b[2]["rewards"]) for b in branches], "imagined": [group, horizon]}
 
 
@@ -223,18 +226,20 @@ def _replay(run: LoadedRun, seed: int, context_actions: list, actions: torch.Ten
     return out
 
 
-def _plot_vectors(path, run, dims, real_ctx, ctx_rewards, k, branches) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot_vectors(path, run, dims, real_ctx, ctx_rewards, k, branches, note) -> None:
+    from matplotlib import rcParams
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure                  # no pyplot: a notebook's backend stays as it is
     from matplotlib.ticker import MaxNLocator
 
     from quatrix_world.files import atomic_path
     n = len(dims) + 1
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(4.2 * cols, 2.8 * rows + 0.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.axis("off")
@@ -263,11 +268,10 @@ def _plot_vectors(path, run, dims, real_ctx, ctx_rewards, k, branches) -> None:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{run.cfg.env.id}, step {run.step}: imagined (dashed) vs the real env given the same actions "
-                 f"(solid)", fontsize=10)
+                 f"(solid)\n{note}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
 
 
 @torch.no_grad()

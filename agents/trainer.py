@@ -216,9 +216,9 @@ class Trainer:
 
     def _on_signal(self, signum, frame) -> None:
         """SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly."""
-        if self._stopping.is_set():       # asked twice: stop now
-            raise KeyboardInterrupt
         self._signal = signum
+        if self._stopping.is_set():       # asked twice: stop now (still with a checkpoint)
+            raise KeyboardInterrupt
         self._stopping.set()
 
     def start_collection(self, replay_actions=None) -> None:

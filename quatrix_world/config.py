@@ -205,7 +205,7 @@ def run_name(cfg: Config, config: str = "run") -> str:
     env = cfg.env.id.replace("/", "-").replace(":", "-")
     try:
         return cfg.run.name.format(config=config, env=env, agent=cfg.agent.kind, seed=cfg.seed)
-    except (KeyError, IndexError, ValueError) as e:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
         raise ConfigError(f"run.name {cfg.run.name!r} has an unknown placeholder ({e}) — use only "
                           f"{', '.join('{' + f + '}' for f in RUN_NAME_FIELDS)}, or a plain name") from None
 

@@ -97,4 +97,4 @@ def render_imagination(world: QuatrixWorld, start_state: dict, policy, horizon: 
     if key is None:
         raise UsageError("the world model has no image observation to render")
     traj = world.imagine(start_state, policy, horizon)
-    return [world.decode(*world.split_features(traj["feat"][:, t]))[key].numpy() for t in range(horizon)]
+    return [world.decode(*world.split_features(traj["next_feat"][:, t]))[key].numpy() for t in range(horizon)]

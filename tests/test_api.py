@@ -2,7 +2,10 @@
 import os
 import re
 
+import pytest
 import torch
+
+from agents.rundir import RunDirError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,3 +40,6 @@ def test_train_from_a_dict(tmp_path):
                        run_dir=str(tmp_path / "cartpole"), overrides=["trainer.eval_episodes=1"])
     assert run.cfg.env.id == "CartPole-v1" and run.step == 120
     assert list(run.world.obs_desc) == ["observation"]       # a lone Box keeps torchrl's name
+    with pytest.raises(RunDirError, match="continue it with resume=True, replace it with force=True, or pass "
+                                          "another run_dir="):
+        agents.train(run.cfg, run_dir=str(tmp_path / "cartpole"))          # a Config object works too

@@ -49,6 +49,13 @@ def test_train_writes_run_files(debug_run):
     assert {"eval/real_episode", "eval/imagined_rollout"} <= set(events.Tags()["images"])   # animated GIFs
 
 
+def readable_by_all(path) -> bool:
+    """Written like every other output: 0o666 less the umask (0644 under the usual 022), not mkstemp's 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def _text_pixels(region) -> int:
     """Light pixels in a caption region (captions are light grey text on black)."""
     return int((region.min(axis=-1) > 150).sum())
@@ -80,7 +87,7 @@ def test_eval_imagine_record(debug_run, tmp_path):
             assert _text_pixels(frame[top:top + cap, :60]) > 20
     assert _text_pixels(video[-1][cap:2 * cap]) > 30      # the last frame says why imagination ends
     assert _text_pixels(video[0][cap:2 * cap]) == 0       # ...and the first does not
-    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert readable_by_all(out)
     assert qmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     picture = tmp_path / "imagined.png"
     r = cli("imagine", "--checkpoint", str(debug_run), "--group", "3", "--out", str(picture))
@@ -88,7 +95,7 @@ def test_eval_imagine_record(debug_run, tmp_path):
     assert "stopped at the trained horizon: the model trained on 16-step windows" in r.stdout
     grid = iio.imread(picture)
     assert grid.shape[0] > 3 * 56 * 2 and grid.shape[1] > 16 * 56 * 1    # 3 rows x (4 real + 12 imagined)
-    assert oct(picture.stat().st_mode & 0o777) == "0o644"
+    assert readable_by_all(picture)
     out2 = tmp_path / "side.gif"
     r = cli("record", "--checkpoint", str(debug_run / "checkpoints" / "latest.pt"), "--episodes", "1",
             "--out", str(out2), "--side-by-side")
@@ -96,7 +103,7 @@ def test_eval_imagine_record(debug_run, tmp_path):
     side = iio.imread(out2)
     assert side.shape[0] <= 16 - 3                        # open loop stops at the trained window
     assert _text_pixels(side[0][:cap, :scale * 56]) > 10 and _text_pixels(side[0][:cap, -scale * 56:]) > 10
-    assert oct(out2.stat().st_mode & 0o777) == "0o644"
+    assert readable_by_all(out2)
     assert not (debug_run / "videos").exists()
 
 

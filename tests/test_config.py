@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from quatrix_world.config import (Config, ConfigError, config_from_yaml_text, list_shipped_configs,
@@ -85,3 +87,15 @@ def test_a_missing_path_is_not_replaced_by_a_shipped_config(tmp_path):
         load_config(["/nonexistent/dir/debug.yaml"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config([str(tmp_path / "debug.yaml")])
+
+
+def test_default_run_folder_names_the_config_agent_and_seed():
+    from quatrix_world.config import ConfigError, default_run_dir
+    cfg = load_config(["default.yaml", "debug.yaml"], ["agent.kind=grpo", "seed=3"])
+    assert default_run_dir(cfg, ["configs/debug.yaml"]) == os.path.join("runs", "debug-grpo-s3")
+    assert default_run_dir(load_config(["default.yaml"]), []) == os.path.join("runs", "run-actor_critic-s0")
+    cfg = load_config(["default.yaml", {"run": {"name": "mine_{env}"}}], ["env.id=QuatrixWorld/SayColor-v0"])
+    assert default_run_dir(cfg) == os.path.join("runs", "mine_QuatrixWorld-SayColor-v0")
+    for bad in ("{agnet}", "{seed.x}", "{agent[x]}", "{"):
+        with pytest.raises(ConfigError, match="run.name .* has an unknown placeholder"):
+            load_config(["default.yaml", {"run": {"name": bad}}])

@@ -24,7 +24,8 @@ def fake_run(d):
 def test_existing_run_refused_unless_resume_or_force(tmp_path):
     d = tmp_path / "run"
     fake_run(d)
-    with pytest.raises(RunDirError, match="already holds a run — continue it with --resume, replace it with --force"):
+    with pytest.raises(RunDirError, match=r"already holds a run — continue it with --resume .*, replace it with --force, or train into another "
+                       r"folder \(--run-dir DIR\)"):
         claim(str(d))
     assert (d / "checkpoints" / "latest.pt").exists()          # nothing touched
     claim(str(d), resume=True).release()
