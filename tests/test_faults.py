@@ -68,6 +68,14 @@ def _wait_for_checkpoint(path, proc, min_step, timeout=300):
     raise AssertionError("no checkpoint in time")
 
 
+def _wait_for_file(path, proc, timeout=300):
+    t0 = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() - t0 < timeout, f"no {path} in time"
+        time.sleep(0.5)
+
+
 def test_kill9_then_resume(tmp_path):
     run = str(tmp_path / "run")
     latest = os.path.join(run, "checkpoints", "latest.pt")
@@ -97,11 +105,16 @@ def test_ctrl_c_or_sigterm_writes_final_checkpoint(tmp_path, sig, code):
     p = subprocess.Popen([sys.executable, *BASE, "--run-dir", run, "--set", "trainer.total_steps=100000",
                           "--set", "trainer.eval_every=100000", "--set", "trainer.checkpoint_every=100"],
                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_checkpoint(latest, p, 100)
-    assert os.path.isfile(os.path.join(run, "curves.png"))  # drawn from the first logged row, before any evaluation
-    time.sleep(1.0)
-    p.send_signal(sig)
-    out, err = p.communicate(timeout=120)
+    try:
+        _wait_for_checkpoint(latest, p, 100)
+        _wait_for_file(os.path.join(run, "curves.png"), p)   # drawn from the first logged rows, before any evaluation
+        time.sleep(1.0)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:                                 # a failed check: never leave the run behind
+            p.kill()
+            p.wait()
     assert p.returncode == code, err[-2000:]               # stopped from outside: not a success, not an error
     step = load_checkpoint(latest)["counters"]["step"]
     assert step >= 100
