@@ -38,7 +38,10 @@ def train(config="default.yaml", *, run_dir: str | None = None, overrides=(), re
             raise
         raise RunDirError(f"run folder '{run_dir}' already holds a run — continue it with resume=True, replace it "
                           "with force=True, or pass another run_dir=") from None
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        trainer.close_envs()
     return LoadedRun(run_dir)
 
 

@@ -139,7 +139,10 @@ def cmd_train(args) -> int:
         os.makedirs(run_dir, exist_ok=True)
     trainer = Trainer(cfg, run_dir, resume=bool(args.resume), quiet=args.quiet, force=args.force,
                       fresh_episode=args.fresh_episode)
-    summary = trainer.train()
+    try:
+        summary = trainer.train()
+    finally:
+        trainer.close_envs()         # a parallel env's workers must not outlive the run
     if not trainer.is_main:          # data parallel: rank 0 reports for all (other ranks do not evaluate)
         return 0
     if summary["interrupted"]:       # the trainer said where the checkpoint is and how to continue

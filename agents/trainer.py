@@ -210,6 +210,13 @@ class Trainer:
             self.lock.release()
             self.lock = None
 
+    def close_envs(self) -> None:
+        """Close the training and evaluation envs (worker processes of a parallel env exit with them);
+        the Trainer cannot collect afterwards. The CLI and `agents.train` call it once training is done."""
+        for env in [self.env, *self.evaluator.envs]:
+            env.close(raise_if_closed=False)
+        self.evaluator.envs = []
+
     def request_stop(self) -> None:
         """Stop at the next step boundary with a checkpoint, as Ctrl-C does."""
         self._stopping.set()

@@ -290,8 +290,8 @@ def test_token_encoder_dedupe_matches_encoding_every_row():
     g_fast = torch.autograd.grad(fast.pow(2).sum(), list(enc.parameters()), allow_unused=True)
     g_ref = torch.autograd.grad(ref.pow(2).sum(), list(enc.parameters()), allow_unused=True)
     for a, b in zip(g_fast, g_ref):
-        if a is not None:
-            assert torch.allclose(a, b, atol=1e-5)
+        if a is not None:              # fp32 sums in another order: errors scale with the gradient's size
+            assert torch.allclose(a, b, atol=1e-6 * (1.0 + float(b.abs().max())))
 
 
 def test_image_decoder_patch_layout_loss_matches_the_image_loss():
