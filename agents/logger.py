@@ -68,8 +68,8 @@ class RunLogger:
         add_gif(self.tb, tag, frames, step)
 
     def maybe_curves(self, title: str, force: bool = False) -> None:
-        """Redraw curves.png from metrics.csv: at the first logged row, at every evaluation and when
-        the run ends (`force`), and otherwise at most every `curves_every` seconds."""
+        """Redraw curves.png from metrics.csv: at the first logged row, when the run ends (`force`),
+        and otherwise at most every `curves_every` seconds — never when no row came since."""
         now = time.monotonic()
         if not os.path.exists(self.metrics_path) or self._drawn == self._written:
             return                                   # nothing new since the last drawing

@@ -344,7 +344,7 @@ class Trainer:
             self.best = score
             self.save(os.path.join(self.ckpt_dir, "best.pt"))
         if self.is_main:
-            self.logger.maybe_curves(self._title(), force=True)
+            self.logger.maybe_curves(self._title())       # throttled as any row; the run's end always redraws
             if not self.quiet:
                 self._say(self.eval_line(row, best))
             if self.cfg.trainer.video_every_eval and first["frames"]:

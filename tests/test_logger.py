@@ -16,7 +16,7 @@ def test_curves_from_the_first_row_then_throttled(tmp_path):
     log.scalars({"agent/entropy": 1.2, "train/updates": 1}, step=20, seconds=2.0)
     log.maybe_curves("throttled")                             # within curves_every seconds: not redrawn
     assert os.stat(png).st_mtime_ns == first
-    log.maybe_curves("forced", force=True)                    # an evaluation or the end of a run redraws
+    log.maybe_curves("forced", force=True)                    # the end of a run redraws
     second = os.stat(png).st_mtime_ns
     assert second != first
     log.maybe_curves("nothing new", force=True)               # ...but only when rows came since
