@@ -93,8 +93,9 @@ def report(results: dict, png: str) -> None:
     from vs_ppo import summarise
     from quatrix_world.files import atomic_path
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.6), squeeze=False)
-    print("| env | observation | seeds | solved (0.9) | median env steps | final return (sampled) |")
-    print("|---|---|---|---|---|---|")
+    print("| env | observation | seeds | solved (0.9) | median env steps | final return (sampled) | "
+          "mean of every evaluation |")
+    print("|---|---|---|---|---|---|---|")
     for ax, (env_id, variants) in zip(axes.flat, sorted(results.items())):
         case = CASES[env_id]
         for variant, style in (("with", "-"), ("without", "--")):
@@ -111,9 +112,11 @@ def report(results: dict, png: str) -> None:
                         alpha=0.8, label=label if i == 0 else None)
             med = sm["median_steps_to_threshold"]
             ci = sm["final_return_ci95"]
+            every = [x[2] for h in hist.values() for x in h]             # chance shows here, not in one draw
             print(f"| {env_id} | {label} | {len(hist)} | {sm['solved_seeds']}/{len(hist)} | "
                   f"{'> ' + format(budget, ',') if med is None else format(int(med), ',')} | "
-                  f"{sm['final_return_mean']:.2f}{'' if ci is None else f' ± {ci:.2f}'} |")
+                  f"{sm['final_return_mean']:.2f}{'' if ci is None else f' ± {ci:.2f}'} | "
+                  f"{sum(every) / len(every):.2f} ({len(every)} evaluations) |")
         ax.axhline(case["chance"], color="grey", ls=":", label=f"chance ({case['chance']})")
         ax.axhline(THRESHOLD, color="grey", lw=0.6)
         ax.set_title(env_id, fontsize=10)
