@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import importlib
 
+AGENTS = {"actor_critic": "ActorCritic", "grpo": "GRPO"}          # agent.kind -> its class (in _LAZY)
 _LAZY = {"ActorCritic": ("actor_critic", "ActorCritic"), "GRPO": ("grpo", "GRPO"),
          "Actor": ("common", "Actor"), "AgentBase": ("common", "AgentBase"), "Critic": ("common", "Critic"),
          "lambda_returns": ("common", "lambda_returns"), "LoadedRun": ("rollout", "LoadedRun"),
          "Trainer": ("trainer", "Trainer")}
 
-AGENT_KINDS = ("actor_critic", "grpo")
-
-
 def build_agent(cfg, feat_dim: int, act_desc: dict):
     """The agent named by `cfg.kind` (an AgentConfig) for a world model's features and actions."""
     from quatrix_world.errors import UsageError
-    classes = {"actor_critic": ("actor_critic", "ActorCritic"), "grpo": ("grpo", "GRPO")}
-    if cfg.kind not in classes:
-        raise UsageError(f"agent.kind must be one of {sorted(classes)}, got {cfg.kind!r}")
-    module, name = classes[cfg.kind]
-    return getattr(importlib.import_module(f".{module}", __name__), name)(cfg, feat_dim, act_desc)
+    if cfg.kind not in AGENTS:
+        raise UsageError(f"agent.kind must be one of {sorted(AGENTS)}, got {cfg.kind!r}")
+    return __getattr__(AGENTS[cfg.kind])(cfg, feat_dim, act_desc)
 
 
 def train(*args, **kwargs):

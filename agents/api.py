@@ -16,7 +16,7 @@ from __future__ import annotations
 from quatrix_world.config import Config, default_run_dir, load_config, to_dict
 
 from .rollout import LoadedRun
-from .rundir import RunDirError
+from .rundir import RunExistsError
 from .trainer import Trainer
 
 
@@ -33,10 +33,8 @@ def train(config="default.yaml", *, run_dir: str | None = None, overrides=(), re
     run_dir = run_dir or default_run_dir(cfg, files)
     try:
         trainer = Trainer(cfg, run_dir, resume=resume, quiet=quiet, force=force)
-    except RunDirError as e:
-        if "already holds a run" not in str(e):
-            raise
-        raise RunDirError(f"run folder '{run_dir}' already holds a run — continue it with resume=True, replace it "
+    except RunExistsError:
+        raise RunExistsError(f"run folder '{run_dir}' already holds a run — continue it with resume=True, replace it "
                           "with force=True, or pass another run_dir=") from None
     try:
         trainer.train()

@@ -26,6 +26,10 @@ class RunDirError(QuatrixError):
     """The run folder is taken: it holds another run, or another process is training in it."""
 
 
+class RunExistsError(RunDirError):
+    """The run folder already holds a run (and the training neither resumes nor replaces it)."""
+
+
 def holds_run(run_dir: str) -> bool:
     return any(os.path.exists(os.path.join(run_dir, f)) for f in ("config.yaml", "metrics.csv", "checkpoints"))
 
@@ -90,9 +94,9 @@ def claim(run_dir: str, resume: bool = False, force: bool = False) -> RunLock:
     try:
         if not resume and holds_run(run_dir):
             if not force:
-                raise RunDirError(f"run folder '{run_dir}' already holds a run — continue it with --resume "
-                                  f"{run_dir}, replace it with --force, or train into another folder "
-                                  "(--run-dir DIR)")
+                raise RunExistsError(f"run folder '{run_dir}' already holds a run — continue it with --resume "
+                                     f"{run_dir}, replace it with --force, or train into another folder "
+                                     "(--run-dir DIR)")
             remove_run(run_dir)
         remove_temp_files(run_dir)
     except BaseException:

@@ -189,10 +189,10 @@ def grid(frames: list[list], col_titles: list[str], row_labels: list[str], title
     for row, label in zip(frames, row_labels):
         line = np.zeros((ch, width, 3), np.uint8)
         line[:cap, :left] = _caption_row(label, left, cap)
+        line[ch - 1, left:] = 128                                   # the grey line under the row
         for c, f in enumerate(row):
             x = left + c * cw
-            line[:, x + cw - 1] = 128
-            line[ch - 1, left:] = 128
+            line[:, x + cw - 1] = 128                               # ...and right of each column
             if f is not None:
                 line[:ch - 1, x:x + cw - 1] = _upscale(_frames_array([f])[0], scale)
         out.append(line)
