@@ -88,6 +88,28 @@ def mlp(inp: int, hidden: int, out: int, layers: int = 2) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+def distinct_rows(x: torch.Tensor):
+    """[N, ...] -> (the distinct rows [M, ...], index [N] into them), or None when every row differs.
+
+    A replay batch often shows the same frame or text many times (a mission is fixed for an
+    episode; a grid world has few views), and an encoder's row is a function of that row alone:
+    encoding each distinct row once and gathering gives the same values, and the same gradients
+    up to float summation order. Rows are compared exactly, on their bytes read as wide integers."""
+    flat = x.reshape(x.shape[0], -1)
+    if flat.shape[0] < 2:
+        return None
+    wide = flat
+    if not flat.is_floating_point():            # compare 8 (or 4, 2) bytes at a time
+        for dtype in (torch.int64, torch.int32, torch.int16):
+            if dtype.itemsize >= flat.element_size() and flat.shape[1] * flat.element_size() % dtype.itemsize == 0:
+                wide = flat.view(dtype)
+                break
+    uniq, inverse = torch.unique(wide, dim=0, return_inverse=True)
+    if uniq.shape[0] == flat.shape[0]:
+        return None
+    return uniq.view(x.dtype).reshape(-1, *x.shape[1:]), inverse
+
+
 def image_to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 [N, H, W, C] -> float [N, C, H, W] in [-0.5, 0.5]."""
     return x.permute(0, 3, 1, 2).float() / 255.0 - 0.5
@@ -111,7 +133,13 @@ class ImageEncoder(nn.Module):
         self.readout = nn.Sequential(nn.Linear((H // p) * (W // p) * 32, cfg.hidden_size),
                                      nn.LayerNorm(cfg.hidden_size), nn.SiLU())
 
-    def forward(self, x):                       # [N, H, W, C] uint8
+    def forward(self, x):                       # [N, H, W, C] uint8 -> [N, E]
+        rows = distinct_rows(x)                 # encode each distinct frame once (see distinct_rows)
+        if rows is not None:
+            return self.encode_frames(rows[0])[rows[1]]
+        return self.encode_frames(x)
+
+    def encode_frames(self, x):                 # [N, H, W, C] uint8 -> [N, E], every frame encoded
         tokens = self.vision(image_to_float(x))  # [N, P, 32]
         return self.readout(tokens.flatten(1))
 
@@ -134,11 +162,9 @@ class TokenEncoder(nn.Module):
                                           max_seq_len=shape[0]))
 
     def forward(self, ids):                     # [N, L] int64, 0 = pad
-        # A batch holds few distinct texts (a mission is fixed for a whole episode): encode each
-        # distinct row once and gather. Same values and gradients as encoding every row.
-        uniq, inverse = torch.unique(ids.long(), dim=0, return_inverse=True)
-        if uniq.shape[0] < ids.shape[0]:
-            return self.encode_rows(uniq)[inverse]
+        rows = distinct_rows(ids.long())        # a batch holds few distinct texts (see distinct_rows)
+        if rows is not None:
+            return self.encode_rows(rows[0])[rows[1]]
         return self.encode_rows(ids.long())
 
     def encode_rows(self, ids):                 # [N, L] -> [N, E]: mean of hidden states over non-pad tokens
@@ -175,6 +201,40 @@ def build_encoder(desc: dict, cfg: EncoderConfig) -> nn.Module:
 
 # ----------------------------------------------------------------------------- decoders
 
+class PatchSquaredError(torch.autograd.Function):
+    """sse[n] = sum((x[n] @ W.T + b - (target[n] / 255 - 0.5)) ** 2) for x [N, P, D], W [K, D], b [K],
+    target uint8 [N, P, K]: one image-sized float buffer, filled with the target, turned into the
+    difference in place (addmm_) and, in backward, into the gradient in place."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, target):
+        N, P, D = x.shape
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x2, weight = x.reshape(N * P, D).float(), weight.float()
+            diff = torch.empty(target.shape, dtype=torch.float32, device=x.device).copy_(target)
+            diff = diff.view(N * P, -1).mul_(-1.0 / 255.0).add_(bias.float() + 0.5)     # b - target
+            diff.addmm_(x2, weight.t())                                                 # prediction - target
+            flat = diff.view(N, 1, -1)
+            sse = torch.bmm(flat, flat.transpose(1, 2)).view(N)
+        ctx.save_for_backward(x2, weight, diff)
+        ctx.shape, ctx.used = (N, P, D), False
+        return sse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        if ctx.used:
+            raise RuntimeError("PatchSquaredError's backward reuses its buffer and runs once per forward")
+        ctx.used = True
+        x2, weight, diff = ctx.saved_tensors
+        N, P, D = ctx.shape
+        g = diff.view(N, -1).mul_(2.0 * grad.float()[:, None]).view(N * P, -1)          # [N*P, K], in place
+        gx = (g @ weight).view(N, P, D) if ctx.needs_input_grad[0] else None
+        gw = g.t() @ x2 if ctx.needs_input_grad[1] else None
+        gb = g.sum(0) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+
 class ImageDecoder(nn.Module):
     """Latent -> per-patch linear decoding -> image; loss = sum of squared error per image."""
 
@@ -201,7 +261,17 @@ class ImageDecoder(nn.Module):
 
     def loss(self, z, target):
         """Sum of squared errors per image [N], computed in patch layout: the (gradient-free)
-        target is cut into patches instead of the prediction being pasted into an image."""
+        target is cut into patches instead of the prediction being pasted into an image.
+        `reference_loss` is the same math in plain autograd; this path never holds the prediction,
+        the difference and its square as separate image-sized tensors (they dominate the update)."""
+        C = self.shape[2]
+        gh, gw = self.grid
+        t = target.reshape(-1, gh, self.p, gw, self.p, C).permute(0, 1, 3, 2, 4, 5)   # uint8 view
+        hidden = self.patch[:-1](self.net(z).reshape(-1, gh * gw, 32) + self.pos)     # [N, P, 64]
+        last = self.patch[-1]
+        return PatchSquaredError.apply(hidden, last.weight, last.bias, t.reshape(t.shape[0], gh * gw, -1))
+
+    def reference_loss(self, z, target):
         C = self.shape[2]
         gh, gw = self.grid
         t = target.reshape(-1, gh, self.p, gw, self.p, C).permute(0, 1, 3, 2, 4, 5)

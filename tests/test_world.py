@@ -294,14 +294,43 @@ def test_token_encoder_dedupe_matches_encoding_every_row():
             assert torch.allclose(a, b, atol=1e-6 * (1.0 + float(b.abs().max())))
 
 
+def test_image_encoder_dedupe_matches_encoding_every_frame():
+    from quatrix_world.config import EncoderConfig
+    from quatrix_world.encoders import ImageEncoder, distinct_rows
+    torch.manual_seed(0)
+    enc = ImageEncoder([16, 8, 3], EncoderConfig(hidden_size=16, q_rank=4, patch_size=4))
+    frames = torch.randint(0, 256, (3, 16, 8, 3), dtype=torch.uint8)
+    x = frames[torch.tensor([0, 1, 0, 2, 1, 0, 0])]                 # 7 frames, 3 distinct
+    uniq, inverse = distinct_rows(x)
+    assert uniq.shape == (3, 16, 8, 3) and torch.equal(uniq[inverse], x)
+    x[6, 5, 3, 1] ^= 1                                              # one bit differs: its own row
+    assert distinct_rows(x)[0].shape[0] == 4
+    assert distinct_rows(frames) is None                            # nothing to share: plain path
+    fast, ref = enc(x), enc.encode_frames(x)
+    assert torch.allclose(fast, ref, atol=1e-6)
+    g_fast = torch.autograd.grad((fast * torch.arange(7.0)[:, None]).sum(), list(enc.parameters()))
+    g_ref = torch.autograd.grad((ref * torch.arange(7.0)[:, None]).sum(), list(enc.parameters()))
+    for a, b in zip(g_fast, g_ref):
+        assert torch.allclose(a, b, atol=1e-5 * (1.0 + float(b.abs().max())))
+
+
 def test_image_decoder_patch_layout_loss_matches_the_image_loss():
     from quatrix_world.config import EncoderConfig
     from quatrix_world.encoders import ImageDecoder
     torch.manual_seed(0)
     dec = ImageDecoder(12, [16, 24, 3], EncoderConfig(hidden_size=8, patch_size=8))
-    z, target = torch.randn(5, 12), torch.randint(0, 256, (5, 16, 24, 3), dtype=torch.uint8)
-    ref = (dec(z) - (target.float() / 255.0 - 0.5)).pow(2).flatten(1).sum(-1)
-    assert torch.allclose(dec.loss(z, target), ref, rtol=1e-5)
+    z = torch.randn(5, 12, requires_grad=True)
+    target = torch.randint(0, 256, (5, 16, 24, 3), dtype=torch.uint8)
+    image = (dec(z) - (target.float() / 255.0 - 0.5)).pow(2).flatten(1).sum(-1)    # pasted into an image
+    fast, ref = dec.loss(z, target), dec.reference_loss(z, target)
+    assert fast.shape == (5,)
+    assert torch.allclose(ref, image, rtol=1e-5) and torch.allclose(fast, ref, rtol=1e-5)
+    w = torch.tensor([0.5, -1.0, 2.0, 0.0, 3.0])                   # a different weight per image
+    params = [z, *dec.parameters()]
+    g_fast = torch.autograd.grad((fast * w).sum(), params)
+    g_ref = torch.autograd.grad((ref * w).sum(), params)
+    for a, b in zip(g_fast, g_ref):
+        assert torch.allclose(a, b, atol=1e-5 * (1.0 + float(b.abs().max())))
 
 
 def test_features_split_into_named_parts():
