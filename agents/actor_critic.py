@@ -35,7 +35,7 @@ class ActorCritic(AgentBase):
         logp = dist.log_prob(b["action"])
         entropy = dist.entropy()
         actor_loss = -(b["weight"] * (logp * b["adv"] + cfg.entropy * entropy)).mean()
-        critic_loss = self.critic_loss(b["feat"], b["returns"], b["weight"])
+        critic_loss = self.critic_loss(b["feat"], b["returns"], b["weight"], slow_value=b["value"])
         metrics = {"agent/entropy": entropy.mean().detach(), "agent/return": b["returns"].mean(),
                    "agent/imag_reward": b["reward"].mean(), "agent/return_scale": b["scale"],
                    "agent/advantage_std": b["adv"].std(), "agent/value": b["value"].mean()}

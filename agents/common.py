@@ -141,11 +141,12 @@ class AgentBase(nn.Module):
     def act(self, feat, deterministic: bool = False):
         return self.actor.act(feat, deterministic)
 
-    def critic_loss(self, feat, returns, weight):
-        """Two-hot CE of the critic against λ-returns and against its slow copy's value."""
+    def critic_loss(self, feat, returns, weight, slow_value=None):
+        """Two-hot CE of the critic against λ-returns and against its slow copy's value
+        (`slow_value`, when the rollout already computed slow_critic.value(feat))."""
         logits = self.critic(feat)
         with torch.no_grad():
-            slow = self.slow_critic.value(feat)
+            slow = self.slow_critic.value(feat) if slow_value is None else slow_value
         return ((self.critic.twohot.loss(logits, returns) + self.critic.twohot.loss(logits, slow)) * weight).mean()
 
     @torch.no_grad()

@@ -33,7 +33,9 @@ class GRPO(AgentBase):
         N = feat.shape[0] // G
         disc = cfg.discount ** torch.arange(H, dtype=feat.dtype, device=feat.device)
         score = (disc * weight * traj["reward"]).sum(1)                       # [N*G]
-        next_value = self.slow_critic.value(traj["next_feat"])
+        # feat[:, t+1] is next_feat[:, t]: one slow-critic pass over the H+1 states gives v(s_t) and v(s_{t+1})
+        v = self.slow_critic.value(torch.cat([feat[:, :1], traj["next_feat"]], 1))     # [N*G, H+1]
+        value, next_value = v[:, :-1], v[:, 1:]
         if cfg.bootstrap:
             score = score + cfg.discount ** H * weight[:, -1] * traj["cont"][:, -1] * next_value[:, -1]
         grouped = score.reshape(N, G)
@@ -42,7 +44,7 @@ class GRPO(AgentBase):
         adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + cfg.grpo_std_floor)
         returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
         return {"feat": feat, "action": traj["action"], "weight": weight, "old_logp": traj["logp"],
-                "reward": traj["reward"], "returns": returns, "score": score, "grouped": grouped,
+                "reward": traj["reward"], "returns": returns, "value": value, "score": score, "grouped": grouped,
                 "adv": adv.reshape(N * G, 1).expand(-1, H)}
 
     def losses(self, b: dict, epoch: int = 0) -> tuple[dict, dict]:
@@ -57,7 +59,7 @@ class GRPO(AgentBase):
             loss = loss + cfg.kl_coef * (weight * kl).sum() / weight.sum().clamp(min=1)
         losses = {"loss_actor": loss}
         if epoch == 0:                  # the critic does not depend on the actor: train it once
-            losses["loss_critic"] = self.critic_loss(feat, b["returns"], weight)
+            losses["loss_critic"] = self.critic_loss(feat, b["returns"], weight, slow_value=b["value"])
         with torch.no_grad():
             metrics = {"agent/entropy": entropy.mean(), "agent/group_score": b["score"].mean(),
                        "agent/group_std": b["grouped"].std(1).mean(),

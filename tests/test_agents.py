@@ -98,7 +98,7 @@ def _grpo_batch(agent, G=4, n=2):
     adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + agent.cfg.grpo_std_floor)
     return {"feat": torch.randn(M, H, F), "action": torch.randint(3, (M, H)), "weight": torch.ones(M, H),
             "old_logp": torch.full((M, H), math.log(1 / 3)), "reward": torch.randn(M, H),
-            "returns": torch.randn(M, H), "score": score, "grouped": grouped,
+            "returns": torch.randn(M, H), "value": torch.randn(M, H), "score": score, "grouped": grouped,
             "adv": adv.reshape(M, 1).expand(-1, H)}
 
 

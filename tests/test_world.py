@@ -359,3 +359,20 @@ def test_imagined_env_seeds_its_own_stream():
         runs.append(env.rollout(4, policy)["next", "feat"])
         assert torch.equal(torch.get_rng_state(), before)                    # the global stream untouched
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("kind", ["actor_critic", "grpo"])
+def test_rollout_value_is_the_slow_critics_value_of_each_imagined_state(kind):
+    # the critic's slow-copy target comes from the rollout; it must be v_slow(feat) step for step
+    from agents import build_agent
+    from quatrix_world.config import AgentConfig
+    w = small_world()
+    agent = build_agent(AgentConfig(kind=kind, hidden_size=16, horizon=4, group_size=3), w.feat_dim, ACT)
+    for p in agent.slow_critic.parameters():                  # a non-trivial slow critic
+        torch.nn.init.normal_(p, std=0.5)
+    b = agent.rollout(w, w.observe(episode_batch()))
+    assert b["value"].shape == b["feat"].shape[:2] == (B * (3 if kind == "grpo" else 1), 4)
+    assert torch.allclose(b["value"], agent.slow_critic.value(b["feat"]), atol=1e-5)
+    losses, _ = agent.losses(b, 0)
+    ref = agent.critic_loss(b["feat"], b["returns"], b["weight"])      # slow value recomputed
+    assert torch.allclose(losses["loss_critic"], ref, rtol=1e-5)
