@@ -4,6 +4,7 @@
     python bench/wallclock.py --envs minigrid_doorkey --seeds 0 --agent grpo
     python bench/wallclock.py --quick                       # CartPole, tiny budgets: checks the plumbing
     python bench/wallclock.py --report                      # no runs: reprint the table from the JSON
+    python bench/wallclock.py --merge a.json b.json         # no runs: one results file from several
 
 Protocol (shared with bench/vs_ppo.py): every 1,000 env steps, 20 fresh episodes with sampled
 actions; a run stops at the first evaluation whose mean return reaches the threshold, or at its
@@ -105,12 +106,25 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true", help="skip runs already in the results file")
     p.add_argument("--quick", action="store_true", help="CartPole, seed 0, 2k/3k-step budgets")
     p.add_argument("--report", action="store_true", help="no runs: print the table from --out")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="no runs: merge these results files (e.g. ours and PPO run on separate cores) into --out")
     p.add_argument("--out", default=RESULTS)
     a = p.parse_args()
     if a.quick:
         a.envs, a.seeds, a.budget, a.ppo_budget = ["cartpole"], [0], 2000, 3000
     results = json.load(open(a.out)) if os.path.exists(a.out) else {}
-    if not a.report:
+    if a.merge:
+        results = {}
+        for path in a.merge:
+            part = json.load(open(path))
+            for key, runs in part.items():
+                if key == "_machine":
+                    results.setdefault("_machine", {}).update(runs)
+                elif not key.startswith("_"):
+                    results.setdefault(key, {}).update(runs)
+        results["_summary"] = summary(results)
+        write_json(results, a.out)
+    elif not a.report:
         import torch
         threads = a.threads or torch.get_num_threads()
         results["_machine"] = {"cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__}
