@@ -211,7 +211,7 @@ class PatchSquaredError(torch.autograd.Function):
         N, P, D = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
             x2, weight = x.reshape(N * P, D).float(), weight.float()
-            diff = torch.empty(target.shape, dtype=torch.float32, device=x.device).copy_(target)
+            diff = target.to(torch.float32)
             diff = diff.view(N * P, -1).mul_(-1.0 / 255.0).add_(bias.float() + 0.5)     # b - target
             diff.addmm_(x2, weight.t())                                                 # prediction - target
             flat = diff.view(N, 1, -1)

@@ -293,8 +293,9 @@ class QuatrixWorld(nn.Module):
                     tokens=[(z[idx], a[idx]) for z, a in state["tokens"]])
 
     @torch.no_grad()
-    def step(self, state: dict, action) -> dict:
-        """One imagined env step from `state` with `action` [N]: one token through the cache."""
+    def step(self, state: dict, action, heads: bool = True) -> dict:
+        """One imagined env step from `state` with `action` [N]: one token through the cache.
+        heads=False leaves out the reward and continue heads (`imagine` runs them once afterwards)."""
         z, caches, key_valid, pos = state["z"], state["caches"], state["key_valid"], state["pos"]
         N = z.shape[0]
         if pos >= self.cfg.max_seq_len:
@@ -303,15 +304,19 @@ class QuatrixWorld(nn.Module):
         x = self.token(z, action, torch.full((N,), pos, device=z.device, dtype=torch.long))[:, None]
         key_valid = torch.cat([key_valid, torch.ones(N, 1, dtype=torch.bool, device=z.device)], 1)
         h = self.core(x, attn_mask=key_valid[:, None, None, :], caches=caches)[:, 0]
-        return self._after_core(h, caches, key_valid, pos + 1)
+        return self._after_core(h, caches, key_valid, pos + 1, heads)
 
-    def _after_core(self, h, caches, key_valid, pos):
+    def _after_core(self, h, caches, key_valid, pos, heads: bool = True):
         prior = self.prior(h)
         z_next = sample_onehot(prior).flatten(-2)
-        reward = self.twohot.decode(self.reward_net(h))
-        cont = torch.sigmoid(self.cont_net(h).squeeze(-1))
-        return {"z": z_next, "h": h, "caches": caches, "key_valid": key_valid, "pos": pos,
-                "reward": reward, "cont": cont}
+        out = {"z": z_next, "h": h, "caches": caches, "key_valid": key_valid, "pos": pos}
+        if heads:
+            out.update(self.heads(h))
+        return out
+
+    def heads(self, h: torch.Tensor) -> dict:
+        """Core outputs h [..., H] -> predicted reward [...] and p(not terminated) `cont` [...]."""
+        return {"reward": self.twohot.decode(self.reward_net(h)), "cont": torch.sigmoid(self.cont_net(h).squeeze(-1))}
 
     @staticmethod
     def branch(state: dict, group_size: int) -> dict:
@@ -347,7 +352,6 @@ class QuatrixWorld(nn.Module):
             state = dict(state, caches=state["caches"].clone())
         z, h = state["z"], state["h"]
         N = z.shape[0]
-        weight = torch.ones(N, device=z.device)
         rows = []
         if not use_cache:
             ctx = state["context"]
@@ -360,7 +364,7 @@ class QuatrixWorld(nn.Module):
             a = sample_action(dist)
             logp = dist.log_prob(a)
             if use_cache:
-                nxt = self.step(state, a)
+                nxt = self.step(state, a, heads=False)     # the heads run once on all steps below
             else:
                 tok_z = torch.cat([tok_z, z[:, None]], 1)
                 tok_a = torch.cat([tok_a, a[:, None]], 1)
@@ -369,13 +373,14 @@ class QuatrixWorld(nn.Module):
                 mask = (ep_tokens[:, :, None] == ep_tokens[:, None, :]).unsqueeze(1)
                 pos = torch.arange(S, device=z.device).expand(N, S)
                 h_all = self.core(self.token(tok_z, tok_a, pos), attn_mask=mask)
-                nxt = self._after_core(h_all[:, -1], None, None, S)
-            rows.append({"feat": feat, "action": a, "logp": logp, "reward": nxt["reward"],
-                         "cont": nxt["cont"], "weight": weight.clone(),
+                nxt = self._after_core(h_all[:, -1], None, None, S, heads=False)
+            rows.append({"feat": feat, "action": a, "logp": logp, "h_next": nxt["h"],
                          "next_feat": self.features(nxt["z"], nxt["h"])})
-            weight = weight * nxt["cont"]
             z, h, state = nxt["z"], nxt["h"], nxt
         out = {k: torch.stack([r[k] for r in rows], 1) for k in rows[0]}
+        out.update(self.heads(out.pop("h_next")))                     # reward, cont [N, horizon]
+        cont = out["cont"]                                            # weight_t = prod_{s<t} cont_s
+        out["weight"] = torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1].cumprod(1)], 1)
         return TensorDict(out, batch_size=[N, horizon])
 
     @torch.no_grad()

@@ -376,3 +376,19 @@ def test_rollout_value_is_the_slow_critics_value_of_each_imagined_state(kind):
     losses, _ = agent.losses(b, 0)
     ref = agent.critic_loss(b["feat"], b["returns"], b["weight"])      # slow value recomputed
     assert torch.allclose(losses["loss_critic"], ref, rtol=1e-5)
+
+
+def test_imagined_heads_and_weights_match_each_step():
+    # imagine runs the reward/continue heads once over all steps; they must be the heads of each
+    # step's h, and weight_t the probability that no termination came before step t
+    w = small_world()
+    torch.nn.init.normal_(w.reward_net[-1].weight, std=0.3)      # non-zero reward head
+    traj = w.imagine(w.observe(episode_batch()), uniform_policy, horizon=5)
+    h = w.split_features(traj["next_feat"]).h                      # [B, 5, H]: h after acting at t
+    for t in range(5):
+        step = w.heads(h[:, t])
+        assert torch.allclose(traj["reward"][:, t], step["reward"], atol=1e-5)
+        assert torch.allclose(traj["cont"][:, t], step["cont"], atol=1e-6)
+    assert torch.equal(traj["weight"][:, 0], torch.ones(B))
+    assert torch.allclose(traj["weight"][:, 1:], traj["weight"][:, :-1] * traj["cont"][:, :-1], atol=1e-6)
+    assert (traj["cont"] < 1).all() and (traj["weight"][:, -1] < 1).all()   # the check has teeth
