@@ -13,13 +13,17 @@ def symexp(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * (torch.exp(x.abs()) - 1)
 
 
+def unimix_probs(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """softmax(logits) with `unimix` of a uniform distribution mixed in; probabilities [..., C]."""
+    probs = logits.softmax(-1)
+    return probs if unimix <= 0 else (1 - unimix) * probs + unimix / probs.shape[-1]
+
+
 def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
-    """Mix `unimix` of a uniform distribution into softmax(logits); returns log-probs. [..., C]"""
+    """`unimix_probs` as log-probs. [..., C]"""
     if unimix <= 0:
         return logits.log_softmax(-1)
-    probs = logits.softmax(-1)
-    probs = (1 - unimix) * probs + unimix / probs.shape[-1]
-    return probs.log()
+    return unimix_probs(logits, unimix).log()
 
 
 def sample_index(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -41,11 +45,16 @@ def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
     return dist.sample()
 
 
+def onehot_sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One-hot draws from probabilities [..., C] -> [..., C], without gradient (imagination)."""
+    idx = sample_index(probs, generator)
+    return torch.zeros_like(probs).scatter_(-1, idx.unsqueeze(-1), 1.0)
+
+
 def sample_onehot(logp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Straight-through one-hot sample from log-probs [..., G, C] -> [..., G, C]."""
     probs = logp.exp()
-    idx = sample_index(probs, generator)
-    onehot = F.one_hot(idx, probs.shape[-1]).to(probs.dtype)
+    onehot = onehot_sample(probs, generator)
     if not (torch.is_grad_enabled() and probs.requires_grad):
         return onehot                    # no gradient to pass straight through (imagination, acting)
     return onehot + probs - probs.detach()

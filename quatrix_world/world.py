@@ -24,8 +24,8 @@ from .blocks import QuatrixStack
 from .config import WorldConfig
 from .errors import UsageError
 from .encoders import SpecError, build_decoder, build_encoder, describe_action, describe_obs, mlp
-from .latents import (TwoHot, categorical_entropy, categorical_kl, mode_onehot, sample_action,
-                      sample_onehot, unimix_logits)
+from .latents import (TwoHot, categorical_entropy, categorical_kl, mode_onehot, onehot_sample, sample_action,
+                      sample_onehot, unimix_logits, unimix_probs)
 from .qcompass import LayerCaches
 
 
@@ -116,8 +116,11 @@ class QuatrixWorld(nn.Module):
         return unimix_logits(logits, self.cfg.unimix)
 
     def prior(self, h: torch.Tensor) -> torch.Tensor:
-        logits = self.prior_net(h).reshape(*h.shape[:-1], self.cfg.latent_groups, self.cfg.latent_classes)
-        return unimix_logits(logits, self.cfg.unimix)
+        """h [..., H] -> prior log-probs of the next latent [..., G, C]."""
+        return unimix_logits(self._prior_logits(h), self.cfg.unimix)
+
+    def _prior_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.prior_net(h).reshape(*h.shape[:-1], self.cfg.latent_groups, self.cfg.latent_classes)
 
     def token(self, z, a, pos):
         """z [..., Z], a [...] or [..., d], pos [...] -> [..., H]"""
@@ -307,8 +310,8 @@ class QuatrixWorld(nn.Module):
         return self._after_core(h, caches, key_valid, pos + 1, heads)
 
     def _after_core(self, h, caches, key_valid, pos, heads: bool = True):
-        prior = self.prior(h)
-        z_next = sample_onehot(prior).flatten(-2)
+        probs = unimix_probs(self._prior_logits(h), self.cfg.unimix)      # no log and exp back: no gradient here
+        z_next = onehot_sample(probs).flatten(-2)
         out = {"z": z_next, "h": h, "caches": caches, "key_valid": key_valid, "pos": pos}
         if heads:
             out.update(self.heads(h))

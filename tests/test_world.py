@@ -392,3 +392,18 @@ def test_imagined_heads_and_weights_match_each_step():
     assert torch.equal(traj["weight"][:, 0], torch.ones(B))
     assert torch.allclose(traj["weight"][:, 1:], traj["weight"][:, :-1] * traj["cont"][:, :-1], atol=1e-6)
     assert (traj["cont"] < 1).all() and (traj["weight"][:, -1] < 1).all()   # the check has teeth
+
+
+def test_onehot_sample_draws_from_the_probabilities():
+    from quatrix_world.latents import onehot_sample, sample_onehot, unimix_logits, unimix_probs
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [-3.0, 4.0, 0.0, 1.0]])
+    probs = unimix_probs(logits, 0.01)
+    assert torch.allclose(probs.log(), unimix_logits(logits, 0.01)) and torch.allclose(probs.sum(-1), torch.ones(3))
+    draws = onehot_sample(probs.expand(20000, 3, 4), generator=g)                 # [N, rows, C]
+    assert ((draws == 0) | (draws == 1)).all() and torch.equal(draws.sum(-1), torch.ones(20000, 3))
+    assert torch.allclose(draws.mean(0), probs, atol=0.015)
+    # the straight-through sample draws the same one-hots from the same uniforms
+    a = onehot_sample(probs, generator=torch.Generator().manual_seed(5))
+    b = sample_onehot(probs.log(), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
