@@ -211,7 +211,7 @@ class PatchSquaredError(torch.autograd.Function):
         N, P, D = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
             x2, weight = x.reshape(N * P, D).float(), weight.float()
-            diff = target.to(torch.float32)
+            diff = target.to(torch.float32, copy=True)                                  # never the caller's tensor
             diff = diff.view(N * P, -1).mul_(-1.0 / 255.0).add_(bias.float() + 0.5)     # b - target
             diff.addmm_(x2, weight.t())                                                 # prediction - target
             flat = diff.view(N, 1, -1)
@@ -264,19 +264,19 @@ class ImageDecoder(nn.Module):
         target is cut into patches instead of the prediction being pasted into an image.
         `reference_loss` is the same math in plain autograd; this path never holds the prediction,
         the difference and its square as separate image-sized tensors (they dominate the update)."""
-        C = self.shape[2]
-        gh, gw = self.grid
-        t = target.reshape(-1, gh, self.p, gw, self.p, C).permute(0, 1, 3, 2, 4, 5)   # uint8 view
-        hidden = self.patch[:-1](self.net(z).reshape(-1, gh * gw, 32) + self.pos)     # [N, P, 64]
+        hidden = self.patch[:-1](self.net(z).reshape(-1, self.grid[0] * self.grid[1], 32) + self.pos)  # [N, P, 64]
         last = self.patch[-1]
-        return PatchSquaredError.apply(hidden, last.weight, last.bias, t.reshape(t.shape[0], gh * gw, -1))
+        return PatchSquaredError.apply(hidden, last.weight, last.bias, self.target_patches(target))
 
     def reference_loss(self, z, target):
+        t = self.target_patches(target).float() / 255.0 - 0.5
+        return (self.patches(z) - t).pow(2).flatten(1).sum(-1)
+
+    def target_patches(self, target):           # [N, H, W, C] uint8 -> [N, gh*gw, p*p*C] uint8, patch layout
         C = self.shape[2]
         gh, gw = self.grid
         t = target.reshape(-1, gh, self.p, gw, self.p, C).permute(0, 1, 3, 2, 4, 5)
-        t = t.reshape(-1, gh * gw, self.p * self.p * C).float() / 255.0 - 0.5
-        return (self.patches(z) - t).pow(2).flatten(1).sum(-1)
+        return t.reshape(-1, gh * gw, self.p * self.p * C)
 
     def to_obs(self, out):
         return ((out + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
