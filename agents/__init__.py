@@ -13,12 +13,13 @@ _LAZY = {"ActorCritic": ("actor_critic", "ActorCritic"), "GRPO": ("grpo", "GRPO"
          "lambda_returns": ("common", "lambda_returns"), "LoadedRun": ("rollout", "LoadedRun"),
          "Trainer": ("trainer", "Trainer")}
 
-def build_agent(cfg, feat_dim: int, act_desc: dict):
-    """The agent named by `cfg.kind` (an AgentConfig) for a world model's features and actions."""
+def build_agent(cfg, feat_dim: int, act_desc: dict, latent: tuple[int, int] | None = None):
+    """The agent named by `cfg.kind` (an AgentConfig) for a world model's features and actions;
+    `latent` = (groups, classes) of its z (`world.latent_shape`) lets the agent read z by index."""
     from quatrix_world.errors import UsageError
     if cfg.kind not in AGENTS:
         raise UsageError(f"agent.kind must be one of {sorted(AGENTS)}, got {cfg.kind!r}")
-    return __getattr__(AGENTS[cfg.kind])(cfg, feat_dim, act_desc)
+    return __getattr__(AGENTS[cfg.kind])(cfg, feat_dim, act_desc, latent)
 
 
 def train(*args, **kwargs):

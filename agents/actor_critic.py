@@ -20,9 +20,8 @@ class ActorCritic(AgentBase):
     def rollout(self, world, start_state) -> dict:
         cfg = self.cfg
         traj = world.imagine(start_state, self.actor, cfg.horizon)           # [N, H]
-        feat = traj["feat"]
-        # next_feat[:, t] is feat[:, t+1]: one critic pass over the H+1 states gives both
-        v = self.slow_critic.value(torch.cat([feat, traj["next_feat"][:, -1:]], 1))   # [N, H+1]
+        feat, states = self.imagined_features(world, traj)                   # [N, H], [N, H+1]
+        v = self.slow_critic.value(states)                                   # [N, H+1]: one pass
         value, next_value = v[:, :-1], v[:, 1:]                              # v(s_t), v(s_{t+1})
         returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
         scale = self.retnorm(returns)

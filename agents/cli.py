@@ -164,7 +164,7 @@ def _dry_run(cfg, run_dir: str) -> int:
     env = build_env(cfg, cfg.seed)
     obs, act = env_specs(env)
     world = QuatrixWorld(cfg.world, obs, act)
-    agent = build_agent(cfg.agent, world.feat_dim, world.act_desc)
+    agent = build_agent(cfg.agent, world.feat_dim, world.act_desc, world.latent_shape)
     print(to_yaml(cfg))
     print(f"run directory: {run_dir}")
     for k, d in obs.items():

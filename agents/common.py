@@ -15,20 +15,33 @@ from torch.distributions import Categorical, Independent, Normal
 
 from quatrix_world.config import AgentConfig
 from quatrix_world.encoders import mlp
+from quatrix_world.features import FeatureLinear, LatentFeatures
 from quatrix_world.latents import TwoHot, sample_action
 
 
-class Actor(nn.Module):
-    """features -> Categorical (1% unimix) for discrete actions, Normal in env units for Box."""
+def feature_mlp(feat_dim: int, hidden: int, out: int, layers: int, latent: tuple[int, int] | None) -> nn.Sequential:
+    """`mlp` over the agent's features; with `latent` = (groups, classes) its first layer is a
+    FeatureLinear, so it also reads `LatentFeatures` (z by index). Same initialisation either way."""
+    net = mlp(feat_dim, hidden, out, layers)
+    if latent is not None:
+        net[0] = FeatureLinear.from_linear(net[0], *latent)
+    return net
 
-    def __init__(self, feat_dim: int, act_desc: dict, hidden: int, layers: int, unimix: float = 0.01):
+
+class Actor(nn.Module):
+    """features -> Categorical (1% unimix) for discrete actions, Normal in env units for Box.
+    Features are a tensor [..., F], or `LatentFeatures` when built with `latent`."""
+
+    def __init__(self, feat_dim: int, act_desc: dict, hidden: int, layers: int, unimix: float = 0.01,
+                 latent: tuple[int, int] | None = None):
         super().__init__()
         self.act_desc, self.unimix = act_desc, unimix
+        self.reads_latent_index = latent is not None       # world.imagine then hands it LatentFeatures
         if act_desc["kind"] == "discrete":
-            self.net = mlp(feat_dim, hidden, act_desc["n"], layers)
+            self.net = feature_mlp(feat_dim, hidden, act_desc["n"], layers, latent)
         else:
             d = act_desc["dim"]
-            self.net = mlp(feat_dim, hidden, 2 * d, layers)
+            self.net = feature_mlp(feat_dim, hidden, 2 * d, layers, latent)
             self.register_buffer("low", torch.tensor(act_desc["low"], dtype=torch.float32))
             self.register_buffer("high", torch.tensor(act_desc["high"], dtype=torch.float32))
         nn.init.zeros_(self.net[-1].weight)
@@ -60,9 +73,10 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """features -> value, as symlog two-hot logits; a slow EMA copy gives stable targets."""
 
-    def __init__(self, feat_dim: int, hidden: int, layers: int, bins: int = 255):
+    def __init__(self, feat_dim: int, hidden: int, layers: int, bins: int = 255,
+                 latent: tuple[int, int] | None = None):
         super().__init__()
-        self.net = mlp(feat_dim, hidden, bins, layers)
+        self.net = feature_mlp(feat_dim, hidden, bins, layers, latent)
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
         self.twohot = TwoHot(bins)
@@ -119,11 +133,11 @@ class AgentBase(nn.Module):
 
     epochs = 1                          # passes of `losses` over one rollout batch
 
-    def __init__(self, cfg: AgentConfig, feat_dim: int, act_desc: dict):
+    def __init__(self, cfg: AgentConfig, feat_dim: int, act_desc: dict, latent: tuple[int, int] | None = None):
         super().__init__()
         self.cfg, self.act_desc = cfg, act_desc
-        self.actor = Actor(feat_dim, act_desc, cfg.hidden_size, cfg.num_layers)
-        self.critic = Critic(feat_dim, cfg.hidden_size, cfg.num_layers)
+        self.actor = Actor(feat_dim, act_desc, cfg.hidden_size, cfg.num_layers, latent=latent)
+        self.critic = Critic(feat_dim, cfg.hidden_size, cfg.num_layers, latent=latent)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=1e-5)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
@@ -133,6 +147,18 @@ class AgentBase(nn.Module):
     def optimizers(self) -> dict:
         """{loss name: (optimiser, the module its loss trains)}."""
         return {"actor": (self.actor_opt, self.actor), "critic": (self.critic_opt, self.critic)}
+
+    def imagined_features(self, world, traj):
+        """An imagined rollout [N, H] -> (its features at steps 0..H-1, the H+1 states 0..H), in
+        the form the actor and critic read fastest: `LatentFeatures` (z by index) when built with
+        `latent`, else dense tensors. State H is next_feat[:, H-1]; next_feat[:, t] is feat[:, t+1]."""
+        if not self.actor.reads_latent_index:
+            return traj["feat"], torch.cat([traj["feat"], traj["next_feat"][:, -1:]], 1)
+        h = world.split_features(traj["feat"]).h
+        last_h = world.split_features(traj["next_feat"][:, -1:]).h
+        feat = LatentFeatures(traj["z_index"], h)
+        return feat, LatentFeatures(torch.cat([traj["z_index"], traj["next_z_index"][:, -1:]], 1),
+                                    torch.cat([h, last_h], 1))
 
     def policy(self, feat):
         return self.actor(feat)

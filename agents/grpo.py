@@ -20,8 +20,8 @@ from .common import AgentBase, lambda_returns
 
 
 class GRPO(AgentBase):
-    def __init__(self, cfg, feat_dim, act_desc):
-        super().__init__(cfg, feat_dim, act_desc)
+    def __init__(self, cfg, feat_dim, act_desc, latent=None):
+        super().__init__(cfg, feat_dim, act_desc, latent)
         self.ref_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.epochs = cfg.epochs
 
@@ -29,12 +29,12 @@ class GRPO(AgentBase):
     def rollout(self, world, start_state) -> dict:
         cfg, G, H = self.cfg, self.cfg.group_size, self.cfg.horizon
         traj = world.imagine(start_state, self.actor, H, group_size=G)       # [N*G, H]
-        feat, weight = traj["feat"], traj["weight"]
-        N = feat.shape[0] // G
-        disc = cfg.discount ** torch.arange(H, dtype=feat.dtype, device=feat.device)
+        feat, states = self.imagined_features(world, traj)                   # [N*G, H], [N*G, H+1]
+        weight = traj["weight"]
+        N = weight.shape[0] // G
+        disc = cfg.discount ** torch.arange(H, dtype=weight.dtype, device=weight.device)
         score = (disc * weight * traj["reward"]).sum(1)                       # [N*G]
-        # feat[:, t+1] is next_feat[:, t]: one slow-critic pass over the H+1 states gives v(s_t) and v(s_{t+1})
-        v = self.slow_critic.value(torch.cat([feat[:, :1], traj["next_feat"]], 1))     # [N*G, H+1]
+        v = self.slow_critic.value(states)        # [N*G, H+1]: one pass gives v(s_t) and v(s_{t+1})
         value, next_value = v[:, :-1], v[:, 1:]
         if cfg.bootstrap:
             score = score + cfg.discount ** H * weight[:, -1] * traj["cont"][:, -1] * next_value[:, -1]

@@ -45,10 +45,14 @@ def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
     return dist.sample()
 
 
+def onehot_like(idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Class indices [...] -> one-hots [..., C] with the shape, dtype and device of `like`."""
+    return torch.zeros_like(like).scatter_(-1, idx.unsqueeze(-1), 1.0)
+
+
 def onehot_sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One-hot draws from probabilities [..., C] -> [..., C], without gradient (imagination)."""
-    idx = sample_index(probs, generator)
-    return torch.zeros_like(probs).scatter_(-1, idx.unsqueeze(-1), 1.0)
+    return onehot_like(sample_index(probs, generator), probs)
 
 
 def sample_onehot(logp: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -24,8 +24,9 @@ from .blocks import QuatrixStack
 from .config import WorldConfig
 from .errors import UsageError
 from .encoders import SpecError, build_decoder, build_encoder, describe_action, describe_obs, mlp
-from .latents import (TwoHot, categorical_entropy, categorical_kl, mode_onehot, onehot_sample, sample_action,
-                      sample_onehot, unimix_logits, unimix_probs)
+from .features import LatentFeatures, latent_index
+from .latents import (TwoHot, categorical_entropy, categorical_kl, mode_onehot, onehot_like, sample_action,
+                      sample_index, sample_onehot, unimix_logits, unimix_probs)
 from .qcompass import LayerCaches
 
 
@@ -45,6 +46,7 @@ class QuatrixWorld(nn.Module):
         G, C, H = cfg.latent_groups, cfg.latent_classes, cfg.hidden_size
         self.z_dim, self.h_dim = G * C, H
         self.feat_dim = G * C + H
+        self.latent_shape = (G, C)               # z: G groups of C classes (agents read it by index)
 
         self.encoders = nn.ModuleDict({k: build_encoder(d, cfg.encoder) for k, d in self.obs_desc.items()})
         enc_dim = cfg.encoder.hidden_size * len(self.encoders)
@@ -311,8 +313,9 @@ class QuatrixWorld(nn.Module):
 
     def _after_core(self, h, caches, key_valid, pos, heads: bool = True):
         probs = unimix_probs(self._prior_logits(h), self.cfg.unimix)      # no log and exp back: no gradient here
-        z_next = onehot_sample(probs).flatten(-2)
-        out = {"z": z_next, "h": h, "caches": caches, "key_valid": key_valid, "pos": pos}
+        idx = sample_index(probs)                                         # [N, G]
+        z_next = onehot_like(idx, probs).flatten(-2)
+        out = {"z": z_next, "z_index": idx, "h": h, "caches": caches, "key_valid": key_valid, "pos": pos}
         if heads:
             out.update(self.heads(h))
         return out
@@ -341,9 +344,12 @@ class QuatrixWorld(nn.Module):
         """Roll `policy` forward `horizon` steps from `state` -> TensorDict [N = B*G, horizon].
 
         Keys: feat (at t), action, logp, reward (after acting at t), cont (p(not terminated) after
-        t), next_feat (at t+1), weight (prob. the episode is still running at t).
-        `policy(feat) -> torch.distributions.Distribution`. use_cache=False recomputes the whole
-        sequence every step (the reference the cache is tested and benchmarked against).
+        t), next_feat (at t+1), weight (prob. the episode is still running at t), z_index and
+        next_z_index (the class indices [N, horizon, G] of feat's and next_feat's z).
+        `policy(feat) -> torch.distributions.Distribution`; a policy with `reads_latent_index`
+        set (the agents' Actor) is given the same features as `LatentFeatures(z index, h)`.
+        use_cache=False recomputes the whole sequence every step (the reference the cache is
+        tested and benchmarked against).
         """
         if horizon <= 0:
             raise UsageError(f"horizon must be > 0, got {horizon}")
@@ -354,6 +360,8 @@ class QuatrixWorld(nn.Module):
         else:
             state = dict(state, caches=state["caches"].clone())
         z, h = state["z"], state["h"]
+        idx = state["z_index"] if "z_index" in state else latent_index(z, self.cfg.latent_groups)
+        by_index = getattr(policy, "reads_latent_index", False)
         N = z.shape[0]
         rows = []
         if not use_cache:
@@ -363,7 +371,7 @@ class QuatrixWorld(nn.Module):
             ep_tokens = ep[:, :-1]
         for t in range(horizon):
             feat = self.features(z, h)
-            dist = policy(feat)
+            dist = policy(LatentFeatures(idx, h) if by_index else feat)
             a = sample_action(dist)
             logp = dist.log_prob(a)
             if use_cache:
@@ -378,8 +386,9 @@ class QuatrixWorld(nn.Module):
                 h_all = self.core(self.token(tok_z, tok_a, pos), attn_mask=mask)
                 nxt = self._after_core(h_all[:, -1], None, None, S, heads=False)
             rows.append({"feat": feat, "action": a, "logp": logp, "h_next": nxt["h"],
-                         "next_feat": self.features(nxt["z"], nxt["h"])})
-            z, h, state = nxt["z"], nxt["h"], nxt
+                         "next_feat": self.features(nxt["z"], nxt["h"]), "z_index": idx,
+                         "next_z_index": nxt["z_index"]})
+            z, h, idx, state = nxt["z"], nxt["h"], nxt["z_index"], nxt
         out = {k: torch.stack([r[k] for r in rows], 1) for k in rows[0]}
         out.update(self.heads(out.pop("h_next")))                     # reward, cont [N, horizon]
         cont = out["cont"]                                            # weight_t = prod_{s<t} cont_s

@@ -181,3 +181,32 @@ def test_a_finite_update_steps_every_optimiser(trainer):
     after = trainer.agent.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert {"actor", "critic", "slow_critic"} <= changed
+
+
+def test_feature_linear_by_index_equals_the_dense_linear():
+    # FeatureLinear on LatentFeatures (z by index) == on the dense [z one-hot, h], == the nn.Linear
+    # it was split from: values, and gradients of every weight and of h
+    from quatrix_world.features import FeatureLinear, LatentFeatures, latent_index
+    torch.manual_seed(0)
+    G, C, Hd, out = 4, 6, 7, 9
+    lin = torch.nn.Linear(G * C + Hd, out)
+    layer = FeatureLinear.from_linear(lin, G, C)
+    index = torch.randint(0, C, (N, H, G))                   # [3, 5, 4]
+    h = torch.randn(N, H, Hd)
+    dense = LatentFeatures(index, h).dense(C)                 # [3, 5, 31]
+    assert dense.shape == (N, H, G * C + Hd) and torch.equal(latent_index(dense[..., :G * C], G), index)
+    g = torch.randn(N, H, out)
+    results = []
+    for x in (LatentFeatures(index, h.clone().requires_grad_()), dense[..., :G * C].clone()):
+        layer.zero_grad()
+        if isinstance(x, LatentFeatures):
+            y, hx = layer(x), x.h
+        else:
+            hx = h.clone().requires_grad_()
+            y = layer(torch.cat([x, hx], -1))
+        y.backward(g)
+        results.append((y.detach(), layer.weight.grad.clone(), layer.bias.grad.clone(), hx.grad.clone()))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(results[0][0], lin(dense), atol=1e-5)
+    assert torch.equal(layer.weight, lin.weight) and layer.state_dict().keys() == lin.state_dict().keys()

@@ -378,6 +378,55 @@ def test_rollout_value_is_the_slow_critics_value_of_each_imagined_state(kind):
     assert torch.allclose(losses["loss_critic"], ref, rtol=1e-5)
 
 
+def test_imagined_z_index_is_the_class_of_each_imagined_latent():
+    w = small_world()
+    traj = w.imagine(w.observe(episode_batch()), uniform_policy, horizon=5, group_size=2)
+    G = w.cfg.latent_groups
+    for key, feat_key in (("z_index", "feat"), ("next_z_index", "next_feat")):
+        z = w.split_features(traj[feat_key]).z.reshape(B * 2, 5, G, -1)          # [N, H, G, C]
+        assert traj[key].shape == (B * 2, 5, G)
+        assert torch.equal(z.argmax(-1), traj[key]) and torch.equal(z.sum(-1), torch.ones(B * 2, 5, G))
+
+
+@pytest.mark.parametrize("kind", ["actor_critic", "grpo"])
+def test_agent_reading_z_by_index_equals_the_dense_agent(kind):
+    # the same weights (the two share a state dict): the same rollout from the same seed, the
+    # same losses and the same gradients
+    from agents import build_agent
+    from quatrix_world.config import AgentConfig
+    w = small_world()
+    cfg = AgentConfig(kind=kind, hidden_size=16, horizon=4, group_size=3)
+    dense = build_agent(cfg, w.feat_dim, ACT)
+    fast = build_agent(cfg, w.feat_dim, ACT, latent=w.latent_shape)
+    for p in dense.parameters():                          # non-trivial weights everywhere
+        torch.nn.init.normal_(p, std=0.3)
+    dense.slow_critic.load_state_dict(dense.critic.state_dict())
+    fast.load_state_dict(dense.state_dict())
+    assert fast.actor.reads_latent_index and not dense.actor.reads_latent_index
+    start = w.observe(episode_batch())
+    out = []
+    for agent in (dense, fast):
+        torch.manual_seed(3)
+        b = agent.rollout(w, start)
+        losses, _ = agent.losses(b, 0)
+        grads = []
+        for name, term in losses.items():
+            module = agent.optimizers[name.removeprefix("loss_")][1]
+            module.zero_grad()
+            term.backward()
+            grads.append(torch.cat([p.grad.flatten() for p in module.net[1:].parameters()]))
+            grads.append(module.net[0].weight.grad)
+        out.append((b, losses, grads))
+    (bd, ld, gd), (bf, lf, gf) = out
+    assert torch.equal(bd["action"], bf["action"])                        # the same imagined rollout
+    assert torch.allclose(bd["returns"], bf["returns"], atol=1e-5)
+    for k in ld:
+        assert torch.allclose(ld[k], lf[k], rtol=1e-5, atol=1e-6), k
+    for a, b in zip(gd, gf):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert gd[0].abs().sum() > 0
+
+
 def test_imagined_heads_and_weights_match_each_step():
     # imagine runs the reward/continue heads once over all steps; they must be the heads of each
     # step's h, and weight_t the probability that no termination came before step t
