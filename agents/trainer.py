@@ -71,7 +71,8 @@ class Trainer:
         self.env = build_env(cfg, seed, t.num_envs)
         self.obs_desc, self.act_desc = env_specs(self.env)
         self.world = QuatrixWorld(cfg.world, self.obs_desc, self.act_desc).to(self.device)
-        self.agent = build_agent(cfg.agent, self.world.feat_dim, self.world.act_desc, self.world.latent_shape).to(self.device)
+        self.agent = build_agent(cfg.agent, self.world.feat_dim, self.world.act_desc,
+                                 self.world.latent_shape).to(self.device)
         if self.world_size > 1:           # same weights everywhere, different data per rank
             distributed.broadcast_module(self.world)
             distributed.broadcast_module(self.agent)
