@@ -21,7 +21,7 @@ from quatrix_world.latents import TwoHot, sample_action
 
 def feature_mlp(feat_dim: int, hidden: int, out: int, layers: int, latent: tuple[int, int] | None) -> nn.Sequential:
     """`mlp` over the agent's features; with `latent` = (groups, classes) its first layer is a
-    FeatureLinear, so it also reads `LatentFeatures` (z by index). Same initialisation either way."""
+    FeatureLinear, so it also reads `LatentFeatures` (z by index). Its first layer keeps the values mlp drew."""
     net = mlp(feat_dim, hidden, out, layers)
     if latent is not None:
         net[0] = FeatureLinear.from_linear(net[0], *latent)
