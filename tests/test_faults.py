@@ -243,8 +243,10 @@ def test_a_real_full_disk_is_one_clear_error(small_tmpfs):
 
 def test_diverging_weights_end_as_a_training_error_keeping_a_good_checkpoint(tmp_path):
     run = tmp_path / "div"
+    # lr 1e6: the weights blow up after an update or two; 60 updates leave room for 20 failures in a row
     r = subprocess.run([sys.executable, *BASE, "--run-dir", str(run), "--set", "trainer.world_lr=1e6",
-                        "--set", "agent.lr=1e6", "--set", "trainer.checkpoint_every=20"],
+                        "--set", "agent.lr=1e6", "--set", "trainer.checkpoint_every=20",
+                        "--set", "trainer.total_steps=700"],
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     last = r.stderr.strip().splitlines()[-1]
