@@ -31,7 +31,8 @@ class LoadedRun:
         self.world = QuatrixWorld(self.cfg.world, obs_desc, act_desc)
         load_weights(self.world, ck["world"], ck["path"])
         self.world.eval()
-        self.agent = build_agent(self.cfg.agent, self.world.feat_dim, self.world.act_desc, self.world.latent_shape)
+        self.agent = build_agent(self.cfg.agent, self.world.feat_dim, self.world.act_desc,
+                                 self.world.latent_shape)
         load_weights(self.agent, ck["agent"], ck["path"])
         self.step = ck["counters"]["step"]
         self.obs_keys = list(obs_desc)

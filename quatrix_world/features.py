@@ -7,7 +7,7 @@ the one-hots select) plus a Linear over h:
     W [z, h] + b  =  sum_g W[:, g * C + index_g]  +  W[:, G * C:] h + b
 
 `LatentFeatures(index, h)` carries z as its class indices [..., G]; `FeatureLinear` takes either
-form. Given indices it does G row additions per output instead of G * C multiply-adds (32 against
+form. Given indices it does G additions per output instead of G * C multiply-adds (32 against
 1,024 at the default sizes), in the forward pass and in the weight gradient. Imagination produces
 the indices anyway (it draws them), so the agents train and act in imagination on them; the dense
 tensor stays the public form and the reference path (`FeatureLinear(dense)`), and a test holds
@@ -49,7 +49,7 @@ class FeatureLinear(nn.Linear):
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, groups: int, classes: int) -> "FeatureLinear":
-        """The same layer (its initialisation and values) as a FeatureLinear."""
+        """The same layer (its weight and bias) as a FeatureLinear."""
         layer = cls(groups, classes, lin.in_features - groups * classes, lin.out_features)
         layer.load_state_dict(lin.state_dict())
         return layer
