@@ -36,7 +36,6 @@ class Actor(nn.Module):
                  latent: tuple[int, int] | None = None):
         super().__init__()
         self.act_desc, self.unimix = act_desc, unimix
-        self.reads_latent_index = latent is not None       # world.imagine then hands it LatentFeatures
         if act_desc["kind"] == "discrete":
             self.net = feature_mlp(feat_dim, hidden, act_desc["n"], layers, latent)
         else:
@@ -46,6 +45,11 @@ class Actor(nn.Module):
             self.register_buffer("high", torch.tensor(act_desc["high"], dtype=torch.float32))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
+
+    @property
+    def reads_latent_index(self) -> bool:
+        """Built with `latent`: world.imagine then hands it LatentFeatures."""
+        return isinstance(self.net[0], FeatureLinear)
 
     def forward(self, feat):
         out = self.net(feat)
