@@ -3,8 +3,8 @@
 1. imagine H steps from real start states with the current actor
 2. λ-returns from predicted rewards, continues and the slow critic's values
 3. critic: symlog two-hot CE toward the returns (and its slow copy)
-4. actor: REINFORCE with advantages (R - v) / max(1, P95 - P5) plus an entropy bonus,
-   each step weighted by the predicted probability that the episode is still running.
+4. actor: REINFORCE with advantages (R - v) / max(1, P95 - P5) plus an entropy bonus (its scale
+   raised while the entropy is below a floor: common.EntropyScale), each step weighted by the predicted probability that the episode is still running.
 
 `rollout` does 1–2 without gradient; `losses` gives 3–4; the loop steps them (Trainer.train_step in agents/trainer.py).
 """
@@ -33,9 +33,12 @@ class ActorCritic(AgentBase):
         dist = self.actor(b["feat"])
         logp = dist.log_prob(b["action"])
         entropy = dist.entropy()
-        actor_loss = -(b["weight"] * (logp * b["adv"] + cfg.entropy * entropy)).mean()
+        scale = self.entropy_scale.scale                        # adaptive: common.EntropyScale
+        self.entropy_scale.observe(entropy, b["weight"])
+        actor_loss = -(b["weight"] * (logp * b["adv"] + scale * entropy)).mean()
         critic_loss = self.critic_loss(b["feat"], b["returns"], b["weight"], slow_value=b["value"])
         metrics = {"agent/entropy": entropy.mean().detach(), "agent/return": b["returns"].mean(),
                    "agent/imag_reward": b["reward"].mean(), "agent/return_scale": b["scale"],
-                   "agent/advantage_std": b["adv"].std(), "agent/value": b["value"].mean()}
+                   "agent/advantage_std": b["adv"].std(), "agent/value": b["value"].mean(),
+                   "agent/entropy_scale": scale}
         return {"loss_actor": actor_loss, "loss_critic": critic_loss}, metrics

@@ -7,6 +7,7 @@ The training loop owns the optimiser steps (Trainer.train_step in agents/trainer
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn as nn
@@ -126,6 +127,41 @@ class ReturnNorm:
         self.scale = None if torch.isnan(s) else s
 
 
+class EntropyScale(nn.Module):
+    """The entropy bonus's scale, raised while the policy's entropy is below a floor.
+
+    A fixed scale (DreamerV3's 3e-4 under return normalisation) lets a discrete policy collapse
+    before a sparse reward is found. Here the scale starts at `base` and, after each update,
+    log(scale) += rate x (target - entropy), clamped to [base, base x max_ratio]: it grows while
+    the entropy is below `target` (= `fraction` x log(n_actions)) and falls back to `base` above
+    it. Continuous actions (whose entropy has no fixed range) and fraction 0 keep `base`.
+    """
+
+    def __init__(self, base: float, act_desc: dict, fraction: float, rate: float, max_ratio: float):
+        super().__init__()
+        adaptive = act_desc["kind"] == "discrete" and fraction > 0 and rate > 0 and base > 0
+        self.target = fraction * math.log(act_desc["n"]) if adaptive else None
+        self.rate, self.base = rate, base
+        self.lo, self.hi = (math.log(base), math.log(base * max_ratio)) if adaptive else (None, None)
+        # not in the state dict (checkpoints from before it load unchanged); saved in extra_state
+        self.register_buffer("log_scale", torch.tensor(self.lo if adaptive else 0.0), persistent=False)
+        self.entropy = None
+
+    @property
+    def scale(self):
+        return self.log_scale.exp() if self.target is not None else self.base
+
+    def observe(self, entropy: torch.Tensor, weight: torch.Tensor) -> None:
+        """The imagined steps' entropies [N, H] and weights (the update's own batch)."""
+        self.entropy = ((entropy * weight).sum() / weight.sum().clamp(min=1e-8)).detach()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.target is not None and self.entropy is not None:
+            self.log_scale.add_(self.rate * (self.target - self.entropy)).clamp_(self.lo, self.hi)
+        self.entropy = None
+
+
 class AgentBase(nn.Module):
     """Actor + critic (+ its slow copy) and their optimisers.
 
@@ -146,6 +182,12 @@ class AgentBase(nn.Module):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=1e-5)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
         self.retnorm = ReturnNorm()
+        self.entropy_scale = EntropyScale(self.entropy_base, act_desc, cfg.entropy_target, cfg.entropy_rate,
+                                          cfg.entropy_max_ratio)
+
+    @property
+    def entropy_base(self) -> float:
+        return self.cfg.entropy
 
     @property
     def optimizers(self) -> dict:
@@ -183,14 +225,17 @@ class AgentBase(nn.Module):
     def after_update(self) -> None:
         for p, q in zip(self.critic.parameters(), self.slow_critic.parameters()):
             q.lerp_(p, self.cfg.critic_ema)
+        self.entropy_scale.step()
 
     def extra_state(self) -> dict:
         return {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "retnorm": self.retnorm.state_dict()}
+                "retnorm": self.retnorm.state_dict(), "entropy_log_scale": self.entropy_scale.log_scale}
 
     def load_extra_state(self, d: dict) -> None:
         self.actor_opt.load_state_dict(d["actor_opt"])
         self.critic_opt.load_state_dict(d["critic_opt"])
         self.retnorm.load_state_dict(d["retnorm"])
+        if "entropy_log_scale" in d and self.entropy_scale.target is not None:   # absent before it existed
+            self.entropy_scale.log_scale.copy_(d["entropy_log_scale"])
 
 

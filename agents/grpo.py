@@ -5,7 +5,7 @@ group_size=G)`), score each by its discounted imagined return (optionally bootst
 critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
 that rollout (the std has a floor, `agent.grpo_std_floor`, so prediction noise is not amplified
 into unit-size advantages). Then a PPO-style clipped ratio loss for `agent.epochs` passes, an
-entropy bonus, an optional KL to a slow reference policy, and steps after a predicted termination
+entropy bonus (raised while the entropy is below a floor: common.EntropyScale), an optional KL to a slow reference policy, and steps after a predicted termination
 masked by the continue probability. The critic (same as actor-critic's) is trained on λ-returns
 once per update (the first pass); it only serves the bootstrap.
 """
@@ -24,6 +24,10 @@ class GRPO(AgentBase):
         super().__init__(cfg, feat_dim, act_desc, latent)
         self.ref_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.epochs = cfg.epochs
+
+    @property
+    def entropy_base(self) -> float:
+        return self.cfg.grpo_entropy
 
     @torch.no_grad()
     def rollout(self, world, start_state) -> dict:
@@ -53,7 +57,10 @@ class GRPO(AgentBase):
         ratio = (dist.log_prob(b["action"]) - b["old_logp"]).exp()
         surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
         entropy = dist.entropy()
-        loss = -(weight * (surrogate + cfg.grpo_entropy * entropy)).sum() / weight.sum().clamp(min=1)
+        scale = self.entropy_scale.scale                        # adaptive: common.EntropyScale
+        if epoch == 0:
+            self.entropy_scale.observe(entropy, weight)
+        loss = -(weight * (surrogate + scale * entropy)).sum() / weight.sum().clamp(min=1)
         if cfg.kl_coef > 0:
             kl = kl_divergence(dist, self.ref_actor(feat))
             loss = loss + cfg.kl_coef * (weight * kl).sum() / weight.sum().clamp(min=1)
@@ -64,7 +71,7 @@ class GRPO(AgentBase):
             metrics = {"agent/entropy": entropy.mean(), "agent/group_score": b["score"].mean(),
                        "agent/group_std": b["grouped"].std(1).mean(),
                        "agent/clip_frac": ((ratio - 1).abs() > cfg.clip).float().mean(),
-                       "agent/imag_reward": b["reward"].mean()}
+                       "agent/imag_reward": b["reward"].mean(), "agent/entropy_scale": scale}
         return losses, metrics
 
     @torch.no_grad()

@@ -100,6 +100,7 @@ class Trainer:
         self.best = -math.inf
         self.nonfinite = 0
         self.eval_history: list[dict] = []
+        self.last_update: dict = {}                      # the metrics of the latest update
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         if resume:
             self.resume()
@@ -146,7 +147,8 @@ class Trainer:
                 if self.step >= t.prefill and self.replay.ready():
                     due = int((self.step - t.prefill + 1) * t.replay_ratio)
                     while self.updates < due:
-                        self.log(self.train_step())
+                        self.last_update = self.train_step()
+                        self.log(self.last_update)
                 for ret, length in finished:
                     self.log({"train/episode_return": ret, "train/episode_length": length})
                     if bar is not None:
@@ -335,6 +337,9 @@ class Trainer:
         t0 = time.perf_counter()
         scores, first, imagined = self.evaluator(self.world, self.agent, self.step)
         row = {"step": self.step, "seconds": round(self.wall, 2), **scores}
+        # the policy's entropy at the latest update: a collapse shows beside the score it preceded
+        row.update({f"train/{k[6:]}": round(v, 5) for k, v in self.last_update.items()
+                    if k in ("agent/entropy", "agent/entropy_scale")})
         self.seconds["eval"] += time.perf_counter() - t0
         row.update({f"time/{k}": round(v, 2) for k, v in self.seconds.items()})
         self.eval_history.append(row)

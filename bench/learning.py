@@ -24,7 +24,7 @@ from agents.rollout import write_json     # noqa: E402
 from agents.trainer import Trainer                          # noqa: E402
 from quatrix_world.config import load_config                # noqa: E402
 
-THRESHOLDS = {"minigrid_empty": 0.9, "minigrid_doorkey": 0.9, "cartpole": 475.0, "debug": 0.9}
+THRESHOLDS = {"minigrid_empty": 0.9, "minigrid_doorkey": 0.9, "cartpole": 475.0, "pendulum": -200.0, "debug": 0.9}
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "learning.json")
 
 

@@ -176,7 +176,8 @@ def first_difference(a, b, prefix: str = "") -> str | None:
 
 
 # Settings a resumed or loaded run may change: they do not alter any weight's shape or meaning.
-MAY_CHANGE = ("agent.lr", "agent.critic_lr", "agent.entropy")
+MAY_CHANGE = ("agent.lr", "agent.critic_lr", "agent.entropy", "agent.entropy_target", "agent.entropy_rate",
+              "agent.entropy_max_ratio")
 
 
 def check_compatible(ck: dict, cfg, spec: dict) -> None:

@@ -115,7 +115,11 @@ class AgentConfig:
     critic_lr: float = 3e-4
     discount: float = 0.99
     lambda_: float = 0.95
-    entropy: float = 3e-4
+    entropy: float = 3e-4            # the entropy bonus's scale (DreamerV3's); the floor of the adaptive one
+    entropy_target: float = 0.3      # discrete actions: hold the policy's entropy above this fraction of
+                                     # log(n_actions) by raising the scale (up to entropy_max_ratio x); 0 = fixed
+    entropy_rate: float = 0.1        # per update: log(scale) += rate x (target - entropy), clamped
+    entropy_max_ratio: float = 100.0
     critic_ema: float = 0.02
     horizon: int = 16
     context_len: int = 8
@@ -249,6 +253,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"agent.context_len + agent.horizon ({cfg.agent.context_len}+{cfg.agent.horizon}) must be "
                           f"<= trainer.seq_len ({cfg.trainer.seq_len}): imagination would run on token positions "
                           "the world model never trained on — shorten the horizon or raise trainer.seq_len")
+    a = cfg.agent
+    if not (a.entropy >= 0 and a.grpo_entropy >= 0 and 0 <= a.entropy_target < 1 and a.entropy_rate >= 0
+            and a.entropy_max_ratio >= 1):
+        raise ConfigError("the entropy bonus needs agent.entropy >= 0, agent.grpo_entropy >= 0, 0 <= "
+                          "agent.entropy_target < 1 (a fraction of log(n_actions); 0 = a fixed scale), "
+                          f"agent.entropy_rate >= 0 and agent.entropy_max_ratio >= 1; got {a.entropy}, "
+                          f"{a.grpo_entropy}, {a.entropy_target}, {a.entropy_rate}, {a.entropy_max_ratio}")
     if not 0.0 < cfg.agent.discount <= 1.0:
         raise ConfigError(f"agent.discount must be in (0, 1], got {cfg.agent.discount}")
     if cfg.agent.context_len + cfg.agent.horizon + 1 > cfg.world.max_seq_len:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents import GRPO, ActorCritic, build_agent
-from agents.common import Actor, ReturnNorm, lambda_returns
+from agents.common import Actor, EntropyScale, ReturnNorm, lambda_returns
 from quatrix_world.config import AgentConfig, load_config
 from quatrix_world.latents import TwoHot, symexp, symlog
 
@@ -130,6 +130,66 @@ def test_losses_name_the_terms_the_loop_steps():
     losses["loss_actor"].backward()
     assert all(p.grad is None for p in g.critic.parameters())
     assert any(p.grad is not None for p in g.actor.parameters())
+
+
+def test_entropy_scale_rises_below_its_floor_and_falls_back_above_it():
+    n, base = 7, 3e-4
+    es = EntropyScale(base, {"kind": "discrete", "n": n}, fraction=0.3, rate=0.1, max_ratio=100)
+    target = 0.3 * math.log(n)
+    w = torch.ones(5, 3)
+    assert es.scale.item() == pytest.approx(base)
+    es.observe(torch.full((5, 3), target - 0.5), w)
+    es.step()
+    assert es.scale.item() == pytest.approx(base * math.exp(0.05), rel=1e-5)     # log += 0.1 x 0.5
+    for _ in range(200):                                                          # a collapsed policy
+        es.observe(torch.full((5, 3), 0.05), w)
+        es.step()
+    assert es.scale.item() == pytest.approx(base * 100, rel=1e-5)                # clamped at max_ratio
+    # the mean is weighted: steps after a predicted termination do not count
+    es.observe(torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    assert es.entropy.item() == pytest.approx(2.0)
+    for _ in range(200):                                                          # back above the floor
+        es.observe(torch.full((5, 3), 1.5), w)
+        es.step()
+    assert es.scale.item() == pytest.approx(base, rel=1e-5)
+    box = EntropyScale(base, {"kind": "continuous", "dim": 2, "low": [-1, -1], "high": [1, 1]}, 0.3, 0.1, 100)
+    fixed = EntropyScale(base, {"kind": "discrete", "n": n}, 0.0, 0.1, 100)
+    for es2 in (box, fixed):
+        es2.observe(torch.full((5, 3), -3.0), w)
+        es2.step()
+        assert es2.scale == base                                                  # no floor: the fixed scale
+
+
+@pytest.mark.parametrize("kind", ["actor_critic", "grpo"])
+def test_both_agents_raise_the_entropy_bonus_of_a_collapsed_policy(kind):
+    torch.manual_seed(0)
+    act = {"kind": "discrete", "n": 3}
+    agent = build_agent(AgentConfig(kind=kind, group_size=4, hidden_size=16), F, act)
+    with torch.no_grad():                                       # a policy that always picks action 0
+        agent.actor.net[-1].bias.copy_(torch.tensor([20.0, 0.0, 0.0]))
+    b = _grpo_batch(agent) if kind == "grpo" else {
+        "feat": torch.randn(N, H, F), "action": torch.randint(3, (N, H)), "weight": torch.ones(N, H),
+        "reward": torch.randn(N, H), "value": torch.zeros(N, H), "returns": torch.randn(N, H),
+        "scale": torch.tensor(1.0), "adv": torch.zeros(N, H)}
+    base = agent.entropy_scale.base
+    _, metrics = agent.losses(b, 0)
+    assert metrics["agent/entropy_scale"] == pytest.approx(base)
+    assert metrics["agent/entropy"] < 0.3 * math.log(3)          # unimix keeps it above 0, far below the floor
+    agent.after_update()
+    raised = agent.entropy_scale.scale.item()
+    assert raised > base
+    # the loss reads the raised scale: only the entropy term depends on it
+    b["adv"] = torch.zeros_like(b["adv"])
+    loss_at = lambda: agent.losses(b, 1)[0]["loss_actor"].item()
+    high = loss_at()
+    agent.entropy_scale.log_scale.fill_(math.log(base))
+    low = loss_at()
+    assert high < low                                            # a larger bonus, a lower loss
+    # exact resume: the scale travels in extra_state
+    agent.entropy_scale.log_scale.fill_(math.log(raised))
+    other = build_agent(AgentConfig(kind=kind, group_size=4, hidden_size=16), F, act)
+    other.load_extra_state(agent.extra_state())
+    assert other.entropy_scale.scale.item() == pytest.approx(raised)
 
 
 def test_build_agent_rejects_unknown_kind():
