@@ -47,6 +47,8 @@ def test_all_shipped_configs_load():
     ("trainer.replay_ratio=.inf", "trainer.replay_ratio must be a finite number"),
     ("agent.entropy=-.inf", "agent.entropy must be a finite number"),
     ("seed=-3", "seed must be >= 0"),
+    ("agent.entropy_target=1.0", "0 <= agent.entropy_target < 1"),
+    ("agent.entropy_max_ratio=0.5", "agent.entropy_max_ratio >= 1"),
     ("run.threads=-2", "run.threads must be >= 0"),
     ("model.mixer=mha", "unknown key 'model.mixer'"),
     ("agent.horizon=40", "agent.context_len + agent.horizon (8+40) must be <= trainer.seq_len (32)"),
