@@ -181,7 +181,8 @@ def grid(frames: list[list], col_titles: list[str], row_labels: list[str], title
     first = next(f for row in frames for f in row if f is not None)
     h, w = _frames_array([first])[0].shape[:2]
     cap = max(14, 3 * scale + 6)
-    cw, ch = w * scale + 1, h * scale + 1
+    cw = w * scale + 1
+    ch = max(h * scale, cap) + 1                 # a row is as tall as its label, even for tiny frames
     left = max(_text_width(t, cap) for t in row_labels)
     width = left + cw * len(col_titles)
     out = [_caption_row(title, width, cap)] if title else []
@@ -194,7 +195,7 @@ def grid(frames: list[list], col_titles: list[str], row_labels: list[str], title
             x = left + c * cw
             line[:, x + cw - 1] = 128                               # ...and right of each column
             if f is not None:
-                line[:ch - 1, x:x + cw - 1] = _upscale(_frames_array([f])[0], scale)
+                line[:h * scale, x:x + cw - 1] = _upscale(_frames_array([f])[0], scale)
         out.append(line)
     return np.concatenate(out, axis=0)
 

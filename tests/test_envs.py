@@ -443,3 +443,16 @@ def test_unknown_env_id_suggests_the_same_family_first():
     with pytest.raises(EnvError) as e:
         make_env("Nope-v0")                 # nothing close: no far-fetched guess (it once said 'Hopper-v5')
     assert "did you mean" not in str(e.value) and "unknown env id 'Nope-v0'" in str(e.value)
+
+
+@pytest.mark.parametrize("hw", [(3, 5), (10, 10), (40, 24)])
+def test_grid_holds_frames_of_any_size_under_their_labels(hw):
+    from envs.video import grid
+    h, w = hw
+    a, b = np.array([200, 10, 90], np.uint8), np.array([5, 250, 60], np.uint8)   # colours no caption has
+    frames = [[np.broadcast_to(a, (h, w, 3)), None], [np.broadcast_to(b, (h, w, 3))] * 2]
+    pic = grid(frames, ["real", "imagined"], ["row a", "row b"], title="t", scale=2)
+    assert pic.dtype == np.uint8 and pic.ndim == 3
+    assert pic.shape[0] >= 2 * (2 * h + 1)
+    # every frame lands whole, upscaled 2x: a tiny frame is not cut by its row's label
+    assert (pic == a).all(-1).sum() == 4 * h * w and (pic == b).all(-1).sum() == 2 * 4 * h * w
