@@ -120,6 +120,8 @@ class AgentConfig:
                                      # log(n_actions) by raising the scale (up to entropy_max_ratio x); 0 = fixed
     entropy_rate: float = 0.1        # per update: log(scale) += rate x (target - entropy), clamped
     entropy_max_ratio: float = 100.0
+    actor_grad: str = "reinforce"    # reinforce | dynamics (actor_critic, continuous actions: the return's
+                                     # gradient through the imagined dynamics, as DreamerV1-3 do) | auto
     critic_ema: float = 0.02
     horizon: int = 16
     context_len: int = 8
@@ -197,6 +199,7 @@ _CHOICES = {
     "world.mixer": ("qcompass", "mha"),
     "trainer.replay_storage": ("memory", "disk"),
     "run.precision": ("auto", "fp32", "bf16"),
+    "agent.actor_grad": ("reinforce", "dynamics", "auto"),
 }
 
 
@@ -260,6 +263,9 @@ def validate(cfg: Config) -> Config:
                           "agent.entropy_target < 1 (a fraction of log(n_actions); 0 = a fixed scale), "
                           f"agent.entropy_rate >= 0 and agent.entropy_max_ratio >= 1; got {a.entropy}, "
                           f"{a.grpo_entropy}, {a.entropy_target}, {a.entropy_rate}, {a.entropy_max_ratio}")
+    if a.actor_grad == "dynamics" and a.kind != "actor_critic":
+        raise ConfigError(f"agent.actor_grad=dynamics needs agent.kind=actor_critic (GRPO's clipped ratio loss is "
+                          f"a REINFORCE-style gradient); got agent.kind={a.kind} — use agent.actor_grad=reinforce")
     if not 0.0 < cfg.agent.discount <= 1.0:
         raise ConfigError(f"agent.discount must be in (0, 1], got {cfg.agent.discount}")
     if cfg.agent.context_len + cfg.agent.horizon + 1 > cfg.world.max_seq_len:

@@ -39,10 +39,12 @@ def sample_index(probs: torch.Tensor, generator: torch.Generator | None = None) 
 
 
 def sample_action(dist: torch.distributions.Distribution) -> torch.Tensor:
-    """dist.sample(), with the inverse-CDF draw for a Categorical."""
+    """A draw from `dist`: the inverse-CDF draw for a Categorical; with grad enabled, a
+    reparameterisable one (Normal) is drawn with `rsample`, so the sample carries the policy's
+    gradient (backprop through the dynamics)."""
     if isinstance(dist, torch.distributions.Categorical):
         return sample_index(dist.probs)
-    return dist.sample()
+    return dist.rsample() if torch.is_grad_enabled() and dist.has_rsample else dist.sample()
 
 
 def onehot_like(idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -301,6 +301,9 @@ class QuatrixWorld(nn.Module):
     def step(self, state: dict, action, heads: bool = True) -> dict:
         """One imagined env step from `state` with `action` [N]: one token through the cache.
         heads=False leaves out the reward and continue heads (`imagine` runs them once afterwards)."""
+        return self._step(state, action, heads)
+
+    def _step(self, state: dict, action, heads: bool = True) -> dict:
         z, caches, key_valid, pos = state["z"], state["caches"], state["key_valid"], state["pos"]
         N = z.shape[0]
         if pos >= self.cfg.max_seq_len:
@@ -339,8 +342,8 @@ class QuatrixWorld(nn.Module):
                 out[k] = v
         return out
 
-    @torch.no_grad()
-    def imagine(self, state: dict, policy, horizon: int, group_size: int = 1, use_cache: bool = True) -> TensorDict:
+    def imagine(self, state: dict, policy, horizon: int, group_size: int = 1, use_cache: bool = True,
+                grad: bool = False) -> TensorDict:
         """Roll `policy` forward `horizon` steps from `state` -> TensorDict [N = B*G, horizon].
 
         Keys: feat (at t), action, logp, reward (after acting at t), cont (p(not terminated) after
@@ -349,8 +352,14 @@ class QuatrixWorld(nn.Module):
         `policy(feat) -> torch.distributions.Distribution`; a policy with `reads_latent_index`
         set (the agents' Actor) is given the same features as `LatentFeatures(z index, h)`.
         use_cache=False recomputes the whole sequence every step (the reference the cache is
-        tested and benchmarked against).
+        tested and benchmarked against). grad=True keeps the graph, so the imagined rewards and
+        states can be differentiated w.r.t. the policy's (reparameterised) actions — backprop
+        through the dynamics; freeze the world model's parameters if only the policy should learn.
         """
+        with torch.set_grad_enabled(grad):
+            return self._imagine(state, policy, horizon, group_size, use_cache)
+
+    def _imagine(self, state: dict, policy, horizon: int, group_size: int, use_cache: bool) -> TensorDict:
         if horizon <= 0:
             raise UsageError(f"horizon must be > 0, got {horizon}")
         if group_size <= 0:
@@ -375,7 +384,7 @@ class QuatrixWorld(nn.Module):
             a = sample_action(dist)
             logp = dist.log_prob(a)
             if use_cache:
-                nxt = self.step(state, a, heads=False)     # the heads run once on all steps below
+                nxt = self._step(state, a, heads=False)    # the heads run once on all steps below
             else:
                 tok_z = torch.cat([tok_z, z[:, None]], 1)
                 tok_a = torch.cat([tok_a, a[:, None]], 1)
