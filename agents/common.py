@@ -30,7 +30,8 @@ def feature_mlp(feat_dim: int, hidden: int, out: int, layers: int, latent: tuple
 
 
 class Actor(nn.Module):
-    """features -> Categorical (1% unimix) for discrete actions, Normal in env units for Box.
+    """features -> Categorical (1% unimix) for discrete actions, Normal in env units for Box
+    (mean inside the box, std between 0.1 and 1 half-widths of it).
     Features are a tensor [..., F], or `LatentFeatures` when built with `latent`."""
 
     def __init__(self, feat_dim: int, act_desc: dict, hidden: int, layers: int, unimix: float = 0.01,
@@ -61,7 +62,9 @@ class Actor(nn.Module):
         mu, s = out.chunk(2, -1)
         half = (self.high - self.low) / 2
         mean = self.low + (torch.tanh(mu) + 1) * half
-        std = half * (F.softplus(s) + 0.1)
+        # DreamerV3's bounded std: 0.1 to 1 half-widths of the box, so neither a REINFORCE nor a
+        # dynamics gradient can blow the noise up past the box or shrink it to nothing
+        std = half * (0.9 * torch.sigmoid(s + 2.0) + 0.1)
         return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
 
     def act(self, feat, deterministic: bool = False):

@@ -57,6 +57,10 @@ class QuatrixWorld(nn.Module):
             self.a_in = nn.Embedding(self.act_desc["n"], H)
         else:
             self.a_in = nn.Linear(self.act_desc["dim"], H)
+            # the env clips actions into its box, so the model only ever saw in-box actions
+            # (buffers outside the state dict: checkpoints load unchanged)
+            self.register_buffer("act_low", torch.tensor(self.act_desc["low"], dtype=torch.float32), persistent=False)
+            self.register_buffer("act_high", torch.tensor(self.act_desc["high"], dtype=torch.float32), persistent=False)
         self.pos = nn.Embedding(cfg.max_seq_len, H)
         self.core = QuatrixStack(cfg.num_layers, hidden_size=H, q_rank=cfg.q_rank, num_heads=cfg.num_heads,
                                  mixer=cfg.mixer, compressed=cfg.compressed, causal=True,
@@ -123,6 +127,13 @@ class QuatrixWorld(nn.Module):
 
     def _prior_logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.prior_net(h).reshape(*h.shape[:-1], self.cfg.latent_groups, self.cfg.latent_classes)
+
+    def in_box(self, a: torch.Tensor) -> torch.Tensor:
+        """A continuous action as the env executes it: clipped into the action box (the value);
+        the gradient passes straight through, so the dynamics gradient still reaches the policy."""
+        if self.act_desc["kind"] == "discrete":
+            return a
+        return a + (torch.max(torch.min(a, self.act_high), self.act_low) - a).detach()
 
     def token(self, z, a, pos):
         """z [..., Z], a [...] or [..., d], pos [...] -> [..., H]"""
@@ -383,11 +394,12 @@ class QuatrixWorld(nn.Module):
             dist = policy(LatentFeatures(idx, h) if by_index else feat)
             a = sample_action(dist)
             logp = dist.log_prob(a)
+            a_env = self.in_box(a)                         # what the env would have executed
             if use_cache:
-                nxt = self._step(state, a, heads=False)    # the heads run once on all steps below
+                nxt = self._step(state, a_env, heads=False)   # the heads run once on all steps below
             else:
                 tok_z = torch.cat([tok_z, z[:, None]], 1)
-                tok_a = torch.cat([tok_a, a[:, None]], 1)
+                tok_a = torch.cat([tok_a, a_env[:, None]], 1)
                 ep_tokens = torch.cat([ep_tokens, last_ep], 1)
                 S = tok_z.shape[1]
                 mask = (ep_tokens[:, :, None] == ep_tokens[:, None, :]).unsqueeze(1)

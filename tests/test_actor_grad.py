@@ -60,11 +60,13 @@ def actor_loss(agent, world, start, seed=5):
 
 
 @pytest.mark.parametrize("latent", [True, False])
-def test_dynamics_gradient_is_the_derivative_of_the_imagined_return(latent):
+def test_dynamics_gradient_is_the_derivative_of_the_imagined_return(latent, monkeypatch):
     # float64 and the same random draws: the gradient the actor receives is the derivative of the
     # imagined λ-returns through the whole imagination (actions -> core -> reward/continue heads,
-    # slow critic, the next actions), checked against finite differences
+    # slow critic, the next actions), checked against finite differences. The clip into the box
+    # (straight-through, tested below) is left out: finite differences see its zero slope.
     world = box_world()
+    monkeypatch.setattr(world, "in_box", lambda a: a)
     start = to_double(world.observe(episode_batch()))     # the encoder reads float32 observations
     world.double()
     agent = agent_for(world, "dynamics", latent=latent).double()
@@ -88,6 +90,35 @@ def test_dynamics_gradient_is_the_derivative_of_the_imagined_return(latent):
     assert bias.grad.abs().min() > 0
     # the actor loss: -mean(weight x objective) (entropy scale 0 here)
     assert torch.allclose(loss, -(b["weight"] * b["objective"]).mean())
+
+
+def test_imagined_actions_reach_the_world_clipped_into_the_box_with_a_straight_through_gradient():
+    world = box_world()
+    a = torch.tensor([[-3.0, 0.5], [0.2, 9.0]], requires_grad=True)
+    out = world.in_box(a)
+    assert torch.equal(out, torch.tensor([[-1.0, 0.5], [0.2, 2.0]]))          # low [-1, -2], high [1, 2]
+    (out * torch.tensor([[1.0, 2.0], [3.0, 4.0]])).sum().backward()
+    assert torch.equal(a.grad, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))       # identity gradient
+    # in imagination the core gets the clipped action, the rollout keeps the sampled one (its logp)
+    seen = []
+    real = world.a_in.forward
+    world.a_in.forward = lambda x: (seen.append(x.detach().clone()), real(x))[1]
+    wide = lambda feat: torch.distributions.Independent(torch.distributions.Normal(
+        torch.zeros(feat.shape[0], A), torch.full((feat.shape[0], A), 50.0)), 1)
+    traj = world.imagine(world.observe(episode_batch()), wide, horizon=3)
+    acted = torch.cat([x.reshape(-1, A) for x in seen[-3:]])
+    assert (traj["action"].abs() > 2).any()
+    assert (acted[:, 0].abs() <= 1).all() and (acted[:, 1].abs() <= 2).all()
+
+
+def test_box_policy_std_stays_between_a_tenth_and_one_half_width():
+    from agents.common import Actor
+    actor = Actor(8, BOX, hidden=16, layers=2)
+    for bias in (-50.0, 0.0, 50.0):
+        torch.nn.init.constant_(actor.net[-1].bias, bias)
+        std = actor(torch.randn(6, 8)).base_dist.scale
+        half = torch.tensor([1.0, 2.0])
+        assert (std >= 0.1 * half - 1e-6).all() and (std <= half + 1e-6).all()
 
 
 def test_reinforce_builds_no_graph_through_the_world_and_differs_from_dynamics():
