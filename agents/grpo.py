@@ -5,8 +5,8 @@ group_size=G)`), score each by its discounted imagined return (optionally bootst
 critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
 that rollout (the std has a floor, `agent.grpo_std_floor`, so prediction noise is not amplified
 into unit-size advantages). Then a PPO-style clipped ratio loss for `agent.epochs` passes, an
-entropy bonus (raised while the entropy is below a floor: common.EntropyScale), an optional KL to a slow reference policy, and steps after a predicted termination
-masked by the continue probability. The critic (same as actor-critic's) is trained on λ-returns
+entropy bonus (raised while the entropy is below a floor: common.EntropyScale), an optional KL to
+a slow reference policy, and steps after a predicted termination masked by the continue probability. The critic (same as actor-critic's) is trained on λ-returns
 once per update (the first pass); it only serves the bootstrap.
 """
 from __future__ import annotations
