@@ -207,7 +207,7 @@ def _progress(total: int, unit: str):
 
 
 def cmd_imagine(args) -> int:
-    from .rollout import LoadedRun, imagine_frames, imagine_picture, imagine_vectors, trained_horizon
+    from .rollout import LoadedRun, cut_reason, imagine_frames, imagine_picture, imagine_vectors, trained_horizon
     if args.horizon is not None:
         _positive("horizon", args.horizon)
     _positive("group", args.group)
@@ -225,8 +225,7 @@ def cmd_imagine(args) -> int:
                          f"trainer.seq_len this model trained on — use --horizon {trained_horizon(run, args.context)} "
                          "or less")
     images = any(d["kind"] == "image" for d in run.world.obs_desc.values())
-    cut = ("the trained horizon: the model trained on "
-           f"{trained}-step windows" if args.horizon >= trained_horizon(run, args.context) else "--horizon")
+    cut = cut_reason(run, args.context, args.horizon)
     if not images and not out.lower().endswith(".png"):
         raise UsageError(f"{run.cfg.env.id} has no image observation to make a video of — write a plot of the "
                          "imagined observations instead: --out imagined.png")

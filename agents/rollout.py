@@ -125,10 +125,15 @@ def _imagine(run: LoadedRun, horizon: int, group: int, context: int, seed: int):
     return ep, k, traj
 
 
-def _cut_note(run: LoadedRun, context: int, horizon: int) -> str:
+def cut_reason(run: LoadedRun, context: int, horizon: int) -> str:
+    """Why an imagined rollout of `horizon` steps after `context` real ones stops where it does."""
     if horizon >= trained_horizon(run, context):
-        return f"end: the model trained on {run.cfg.trainer.seq_len}-step windows"
-    return f"end: --horizon {horizon}"
+        return f"the trained horizon: the model trained on {run.cfg.trainer.seq_len}-step windows"
+    return f"--horizon {horizon}"
+
+
+def _cut_note(run: LoadedRun, context: int, horizon: int) -> str:
+    return "end: " + cut_reason(run, context, horizon).removeprefix("the trained horizon: ")
 
 
 @torch.no_grad()
