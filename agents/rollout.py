@@ -125,15 +125,17 @@ def _imagine(run: LoadedRun, horizon: int, group: int, context: int, seed: int):
     return ep, k, traj
 
 
-def cut_reason(run: LoadedRun, context: int, horizon: int) -> str:
-    """Why an imagined rollout of `horizon` steps after `context` real ones stops where it does."""
+def cut_reason(run: LoadedRun, context: int, horizon: int, short: bool = False) -> str:
+    """Why an imagined rollout of `horizon` steps after `context` real ones stops where it does
+    (short: without the "the trained horizon" label, for a picture's narrow caption)."""
     if horizon >= trained_horizon(run, context):
-        return f"the trained horizon: the model trained on {run.cfg.trainer.seq_len}-step windows"
+        why = f"the model trained on {run.cfg.trainer.seq_len}-step windows"
+        return why if short else f"the trained horizon: {why}"
     return f"--horizon {horizon}"
 
 
 def _cut_note(run: LoadedRun, context: int, horizon: int) -> str:
-    return "end: " + cut_reason(run, context, horizon).removeprefix("the trained horizon: ")
+    return "end: " + cut_reason(run, context, horizon, short=True)
 
 
 @torch.no_grad()

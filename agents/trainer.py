@@ -338,7 +338,7 @@ class Trainer:
         scores, first, imagined = self.evaluator(self.world, self.agent, self.step)
         row = {"step": self.step, "seconds": round(self.wall, 2), **scores}
         # the policy's entropy at the latest update: a collapse shows beside the score it preceded
-        row.update({f"train/{k[6:]}": round(v, 5) for k, v in self.last_update.items()
+        row.update({"train/" + k.removeprefix("agent/"): round(v, 5) for k, v in self.last_update.items()
                     if k in ("agent/entropy", "agent/entropy_scale")})
         self.seconds["eval"] += time.perf_counter() - t0
         row.update({f"time/{k}": round(v, 2) for k, v in self.seconds.items()})
