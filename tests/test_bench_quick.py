@@ -96,3 +96,24 @@ def test_mixer_bad_arguments_name_the_fix(tmp_path):
         r = run("bench/mixer.py", "--quick", "--device", "cuda", "--out", str(tmp_path / "x.json"), ok=False)
         assert "no CUDA device" in r.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_suites_bench_ppo_on_minatar_channels(tmp_path):
+    """PPO gets MinAtar's preprocessed channels as float [C, 10, 10] and MinAtar's small network;
+    runs are merged into one file and skipped when present."""
+    sys.path.insert(0, "bench")
+    from suites import ppo_env
+    env = ppo_env("MinAtar/Breakout-v1")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 10, 10) and obs.dtype == "float32" and set(obs.ravel()) <= {0.0, 1.0} and obs.sum() > 0
+    out = tmp_path / "s.json"
+    args = ["bench/suites.py", "--env", "MinAtar/Breakout-v1", "--methods", "ppo", "--budget", "2048",
+            "--eval-every", "1000", "--episodes", "2", "--out", str(out)]
+    run(*args, "--seeds", "0", "1")
+    runs = json.loads(out.read_text())["runs"]["MinAtar/Breakout-v1"]["ppo"]
+    assert set(runs) == {"0", "1"}
+    for h in runs.values():
+        assert [row[0] for row in h] == [1000, 2000] and all(math.isfinite(row[2]) for row in h)
+    assert "ppo seed" not in run(*args, "--seeds", "1").stdout           # present: skipped
+    table = run("bench/suites.py", "--report", str(out), "--plot", str(tmp_path / "c.png")).stdout
+    assert "| MinAtar/Breakout-v1 | ppo | 2 | 2,000 |" in table and (tmp_path / "c.png").stat().st_size > 0
