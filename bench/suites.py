@@ -30,7 +30,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.append(HERE)                          # vs_ppo, after the repository (bench/envs.py is not envs/)
 
+from envs.make import build_gym_env  # noqa: E402
 from quatrix_world.files import write_json  # noqa: E402
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -41,7 +43,6 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 def ppo_env(env_id: str):
     """The env our trainer sees (family preprocessing included), in the dtype SB3's policies take."""
     import gymnasium as gym
-    from envs.make import build_gym_env
     env, _, _ = build_gym_env(env_id, render_mode=None)
     shape = env.observation_space.shape
     if len(shape) == 3 and min(shape[:2]) < 36:        # MinAtar: C boolean channels, too small for NatureCNN
@@ -68,37 +69,14 @@ def small_cnn():
 
 
 def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threads: int) -> list:
-    import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-    torch.set_num_threads(threads)
-    venv = make_vec_env(lambda: ppo_env(env_id), n_envs=8, seed=seed)
-    shape = venv.observation_space.shape
-    if len(shape) == 3 and shape[0] < 36 and venv.observation_space.dtype == np.float32:
-        model = PPO("MlpPolicy", venv, seed=seed, verbose=0, device="cpu",
-                    policy_kwargs={"features_extractor_class": small_cnn()})
-    else:
-        model = PPO("CnnPolicy" if len(shape) == 3 else "MlpPolicy", venv, seed=seed, verbose=0, device="cpu")
-    eval_env = make_vec_env(lambda: ppo_env(env_id), n_envs=1, seed=seed + 10_000)
-    history, t0 = [], time.time()
-
-    class Eval(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.next = eval_every
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next:
-                self.next += eval_every
-                started = round(time.time() - t0, 2)
-                score, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=False)
-                history.append((self.num_timesteps, started, float(score)))
-            return self.num_timesteps < budget
-
-    model.learn(total_timesteps=budget, callback=Eval())
-    return history
+    """vs_ppo.py's PPO on this env, to the budget (no threshold)."""
+    from vs_ppo import run_ppo as run_to
+    space = ppo_env(env_id).observation_space
+    if len(space.shape) == 3 and space.dtype == np.float32:             # MinAtar's channels
+        return run_to(env_id, seed, budget, eval_every, episodes, math.inf, threads, make=ppo_env,
+                      policy="MlpPolicy", policy_kwargs={"features_extractor_class": small_cnn()})
+    return run_to(env_id, seed, budget, eval_every, episodes, math.inf, threads, make=ppo_env,
+                  policy="CnnPolicy" if len(space.shape) == 3 else "MlpPolicy")
 
 
 # ----------------------------------------------------------------------------- ours

@@ -64,17 +64,20 @@ def ppo_env(env_id: str):
 
 
 def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threshold: float,
-            threads: int = 1) -> list[tuple]:
+            threads: int = 1, make=None, policy: str | None = None, policy_kwargs: dict | None = None) -> list[tuple]:
+    """SB3 PPO, evaluated every `eval_every` env steps; stops at the threshold or the budget. `make`
+    (env_id -> gymnasium env; default `ppo_env`) and `policy` / `policy_kwargs` are for other envs."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     torch.set_num_threads(threads)
-    pixels = env_id.startswith("MiniGrid-")
-    venv = make_vec_env(lambda: ppo_env(env_id), n_envs=8, seed=seed)
-    model = PPO("CnnPolicy" if pixels else "MlpPolicy", venv, seed=seed, verbose=0, device="cpu")
-    eval_env = make_vec_env(lambda: ppo_env(env_id), n_envs=1, seed=seed + 10_000)   # fresh episodes, seeded
+    make = make or ppo_env
+    policy = policy or ("CnnPolicy" if env_id.startswith("MiniGrid-") else "MlpPolicy")
+    venv = make_vec_env(lambda: make(env_id), n_envs=8, seed=seed)
+    model = PPO(policy, venv, seed=seed, verbose=0, device="cpu", policy_kwargs=policy_kwargs)
+    eval_env = make_vec_env(lambda: make(env_id), n_envs=1, seed=seed + 10_000)   # fresh episodes, seeded
     history, t0 = [], time.time()
 
     class Eval(BaseCallback):

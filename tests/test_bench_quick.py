@@ -107,7 +107,7 @@ def test_suites_bench_ppo_on_minatar_channels(tmp_path):
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 10, 10) and obs.dtype == "float32" and set(obs.ravel()) <= {0.0, 1.0} and obs.sum() > 0
     out = tmp_path / "s.json"
-    args = ["bench/suites.py", "--env", "MinAtar/Breakout-v1", "--methods", "ppo", "--budget", "2048",
+    args = ["bench/suites.py", "--env", "MinAtar/Breakout-v1", "--methods", "ppo", "--budget", "2000",
             "--eval-every", "1000", "--episodes", "2", "--out", str(out)]
     run(*args, "--seeds", "0", "1")
     runs = json.loads(out.read_text())["runs"]["MinAtar/Breakout-v1"]["ppo"]
