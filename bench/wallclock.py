@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from learning import THRESHOLDS, first_crossing, run_one      # noqa: E402
-from vs_ppo import ENVS, run_ppo                              # noqa: E402
+from vs_ppo import ENVS, _median_iqr, run_ppo                 # noqa: E402
 
 from agents.rollout import write_json                         # noqa: E402
 
@@ -72,9 +72,10 @@ def summary(results: dict) -> dict:
         env, method = key.split("/")
         vals = list(runs.values())
         solved = [v for v in vals if v["seconds_to_threshold"] is not None]
+        # an unsolved seed counts as beyond the budget (vs_ppo.py's censored median): None if the median is
         row = {"seeds": len(vals), "solved": len(solved),
-               "median_steps": statistics.median(v["steps_to_threshold"] for v in solved) if solved else None,
-               "median_seconds": statistics.median(v["seconds_to_threshold"] for v in solved) if solved else None}
+               "median_steps": _median_iqr([v["steps_to_threshold"] for v in vals])[0],
+               "median_seconds": _median_iqr([v["seconds_to_threshold"] for v in vals])[0]}
         if vals and "seconds_per_step" in vals[0]:
             row["seconds_per_step"] = {k: round(statistics.median(v["seconds_per_step"][k] for v in vals), 5)
                                        for k in PARTS}
