@@ -10,7 +10,9 @@ return; each run goes to `--budget` env steps. Ours is the shipped `configs/<con
 `env.id` set; PPO is SB3's defaults with 8 envs on the same preprocessed env (`envs.make.build_gym_env`,
 so the same frame skip, sticky actions and 64x64 frames): CnnPolicy (NatureCNN) on 64x64 RGB,
 MinAtar's own small network (conv 16 3x3, dense 128, as in its paper's baselines) on its 10x10
-channels, an MLP on vectors. One torch thread each unless `--threads`.
+channels, an MLP on vectors. One torch thread each unless `--threads`. On Crafter each evaluation
+also gives the Crafter score of its episodes (envs/crafter.py; PPO's from each episode's last
+`achievements`), the fourth value of a history row.
 
 The result file holds one entry per (env, method, seed), written as each run ends, so several
 invocations (one per core) can fill it: `--out` is read first and merged (runs present are skipped
@@ -68,15 +70,30 @@ def small_cnn():
     return SmallCNN
 
 
+def crafter_evaluate(model, eval_env, episodes: int) -> tuple[float, float]:
+    """Mean sampled return and the Crafter score of the same episodes (envs/crafter.py's definition:
+    success rates over the evaluation's episodes), read from the last step's `achievements`."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from envs.crafter import crafter_score
+    unlocked = []
+
+    def on_step(local, _):
+        if local["done"]:
+            unlocked.append({a: 100.0 * (n > 0) for a, n in local["info"]["achievements"].items()})
+    score, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=False, callback=on_step)
+    return float(score), crafter_score({a: np.mean([u[a] for u in unlocked]) for a in unlocked[0]})
+
+
 def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threads: int) -> list:
     """vs_ppo.py's PPO on this env, to the budget (no threshold)."""
     from vs_ppo import run_ppo as run_to
     space = ppo_env(env_id).observation_space
+    kw = {"evaluate": crafter_evaluate} if env_id in ("crafter", "Crafter-v1") else {}
     if len(space.shape) == 3 and space.dtype == np.float32:             # MinAtar's channels
-        return run_to(env_id, seed, budget, eval_every, episodes, math.inf, threads, make=ppo_env,
-                      policy="MlpPolicy", policy_kwargs={"features_extractor_class": small_cnn()})
-    return run_to(env_id, seed, budget, eval_every, episodes, math.inf, threads, make=ppo_env,
-                  policy="CnnPolicy" if len(space.shape) == 3 else "MlpPolicy")
+        kw.update(policy="MlpPolicy", policy_kwargs={"features_extractor_class": small_cnn()})
+    else:
+        kw.update(policy="CnnPolicy" if len(space.shape) == 3 else "MlpPolicy")
+    return run_to(env_id, seed, budget, eval_every, episodes, math.inf, threads, make=ppo_env, **kw)
 
 
 # ----------------------------------------------------------------------------- ours
@@ -110,8 +127,10 @@ def summarise(runs: dict) -> dict:
     finals = np.array([np.mean([row[2] for row in h[-2:]]) for h in runs.values() if h], dtype=float)
     n = len(finals)
     ci = T95[min(n - 1, max(T95))] * finals.std(ddof=1) / math.sqrt(n) if n > 1 else None
+    scores = [np.mean([row[3] for row in h[-2:]]) for h in runs.values() if h and len(h[-1]) > 3]   # Crafter
     return {"seeds": sorted(int(s) for s in runs), "final_mean": float(finals.mean()) if n else None,
             "final_ci95": ci, "finals": [round(float(f), 3) for f in finals],
+            "crafter_score": float(np.mean(scores)) if scores else None,
             "steps": max((h[-1][0] for h in runs.values() if h), default=0),
             "seconds_per_run": [round(h[-1][1], 1) for h in runs.values() if h]}
 
@@ -123,6 +142,8 @@ def report(results: dict, plot_path: str | None) -> None:
         for method, runs in methods.items():
             s = summarise(runs)
             ci = f" ± {s['final_ci95']:.2f}" if s["final_ci95"] is not None else ""
+            if s["crafter_score"] is not None:
+                ci += f" (Crafter score {s['crafter_score']:.2f}%)"
             print(f"| {env_id} | {method} | {len(s['seeds'])} | {s['steps']:,} | {s['final_mean']:.2f}{ci} | "
                   f"{' / '.join(f'{f:g}' for f in s['finals'])} |")
     if plot_path:

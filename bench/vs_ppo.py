@@ -64,9 +64,12 @@ def ppo_env(env_id: str):
 
 
 def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threshold: float,
-            threads: int = 1, make=None, policy: str | None = None, policy_kwargs: dict | None = None) -> list[tuple]:
+            threads: int = 1, make=None, policy: str | None = None, policy_kwargs: dict | None = None,
+            evaluate=None) -> list[tuple]:
     """SB3 PPO, evaluated every `eval_every` env steps; stops at the threshold or the budget. `make`
-    (env_id -> gymnasium env; default `ppo_env`) and `policy` / `policy_kwargs` are for other envs."""
+    (env_id -> gymnasium env; default `ppo_env`) and `policy` / `policy_kwargs` are for other envs;
+    `evaluate(model, eval_env, episodes) -> (score, *more)` replaces the mean sampled return, and
+    each history row is (step, seconds, score, *more)."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -90,8 +93,12 @@ def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int,
                 return True
             self.next += eval_every
             started = round(time.time() - t0, 2)
-            score, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=False)
-            history.append((self.num_timesteps, started, float(score)))
+            if evaluate is None:
+                score, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=False)
+                more = ()
+            else:
+                score, *more = evaluate(model, eval_env, episodes)
+            history.append((self.num_timesteps, started, float(score), *more))
             # stop at the first eval that reaches the threshold, or at the budget (SB3 would otherwise
             # finish its 8 x 2048-step rollout past the budget)
             return score < threshold and self.num_timesteps < budget

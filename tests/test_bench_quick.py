@@ -117,3 +117,14 @@ def test_suites_bench_ppo_on_minatar_channels(tmp_path):
     assert "ppo seed" not in run(*args, "--seeds", "1").stdout           # present: skipped
     table = run("bench/suites.py", "--report", str(out), "--plot", str(tmp_path / "c.png")).stdout
     assert "| MinAtar/Breakout-v1 | ppo | 2 | 2,000 |" in table and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_suites_bench_gives_ppo_a_crafter_score(tmp_path):
+    """On Crafter each evaluation row carries the Crafter score of its episodes beside the return."""
+    out = tmp_path / "c.json"
+    run("bench/suites.py", "--env", "crafter", "--methods", "ppo", "--budget", "1000", "--eval-every", "1000",
+        "--episodes", "2", "--out", str(out))
+    (row,) = json.loads(out.read_text())["runs"]["crafter"]["ppo"]["0"]
+    step, seconds, ret, score = row
+    assert step == 1000 and seconds >= 0 and math.isfinite(ret) and 0 <= score <= 100
+    assert "Crafter score" in run("bench/suites.py", "--report", str(out)).stdout
