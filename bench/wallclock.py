@@ -73,6 +73,7 @@ def summary(results: dict) -> dict:
         vals = list(runs.values())
         solved = [v for v in vals if v["seconds_to_threshold"] is not None]
         # an unsolved seed counts as beyond the budget (vs_ppo.py's censored median): None if the median is
+        # beyond it
         row = {"seeds": len(vals), "solved": len(solved),
                "median_steps": _median_iqr([v["steps_to_threshold"] for v in vals])[0],
                "median_seconds": _median_iqr([v["seconds_to_threshold"] for v in vals])[0]}
