@@ -36,8 +36,7 @@ sys.path.append(HERE)                          # vs_ppo, after the repository (b
 
 from envs.make import build_gym_env  # noqa: E402
 from quatrix_world.files import write_json  # noqa: E402
-
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+from vs_ppo import T95, run_ppo as run_to  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- PPO
@@ -86,8 +85,9 @@ def crafter_evaluate(model, eval_env, episodes: int) -> tuple[float, float]:
 
 def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threads: int) -> list:
     """vs_ppo.py's PPO on this env, to the budget (no threshold)."""
-    from vs_ppo import run_ppo as run_to
-    space = ppo_env(env_id).observation_space
+    probe = ppo_env(env_id)
+    space = probe.observation_space
+    probe.close()
     kw = {"evaluate": crafter_evaluate} if env_id in ("crafter", "Crafter-v1") else {}
     if len(space.shape) == 3 and space.dtype == np.float32:             # MinAtar's channels
         kw.update(policy="MlpPolicy", policy_kwargs={"features_extractor_class": small_cnn()})
@@ -126,7 +126,7 @@ def summarise(runs: dict) -> dict:
     """runs: seed -> history rows. Final score = the mean of the last two evaluations (less eval noise)."""
     finals = np.array([np.mean([row[2] for row in h[-2:]]) for h in runs.values() if h], dtype=float)
     n = len(finals)
-    ci = T95[min(n - 1, max(T95))] * finals.std(ddof=1) / math.sqrt(n) if n > 1 else None
+    ci = T95[max(k for k in T95 if k <= n - 1)] * finals.std(ddof=1) / math.sqrt(n) if n > 1 else None
     scores = [np.mean([row[3] for row in h[-2:]]) for h in runs.values() if h and len(h[-1]) > 3]   # Crafter
     return {"seeds": sorted(int(s) for s in runs), "final_mean": float(finals.mean()) if n else None,
             "final_ci95": ci, "finals": [round(float(f), 3) for f in finals],

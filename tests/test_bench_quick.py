@@ -101,9 +101,15 @@ def test_mixer_bad_arguments_name_the_fix(tmp_path):
 def test_suites_bench_ppo_on_minatar_channels(tmp_path):
     """PPO gets MinAtar's preprocessed channels as float [C, 10, 10] and MinAtar's small network;
     runs are merged into one file and skipped when present."""
-    sys.path.insert(0, "bench")
-    from suites import ppo_env
-    env = ppo_env("MinAtar/Breakout-v1")
+    import importlib.util                     # load bench/suites.py, then leave sys.path as it was (bench/envs.py
+    saved = list(sys.path)                    # must not shadow envs/ for later tests)
+    spec = importlib.util.spec_from_file_location("suites", os.path.join("bench", "suites.py"))
+    suites = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(suites)
+    finally:
+        sys.path[:] = saved
+    env = suites.ppo_env("MinAtar/Breakout-v1")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 10, 10) and obs.dtype == "float32" and set(obs.ravel()) <= {0.0, 1.0} and obs.sum() > 0
     out = tmp_path / "s.json"
