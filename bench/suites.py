@@ -21,6 +21,7 @@ unless `--force`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -41,10 +42,10 @@ from vs_ppo import T95, run_ppo as run_to  # noqa: E402
 
 # ----------------------------------------------------------------------------- PPO
 
-def ppo_env(env_id: str):
-    """The env our trainer sees (family preprocessing included), in the dtype SB3's policies take."""
+def ppo_env(env_id: str, **options):
+    """The env our trainer sees (family preprocessing and `options` included), in the dtype SB3's policies take."""
     import gymnasium as gym
-    env, _, _ = build_gym_env(env_id, render_mode=None)
+    env, _, _ = build_gym_env(env_id, render_mode=None, **options)
     shape = env.observation_space.shape
     if len(shape) == 3 and min(shape[:2]) < 36:        # MinAtar: C boolean channels, too small for NatureCNN
         space = gym.spaces.Box(0.0, 1.0, (shape[2], *shape[:2]), np.float32)
@@ -83,9 +84,11 @@ def crafter_evaluate(model, eval_env, episodes: int) -> tuple[float, float]:
     return float(score), crafter_score({a: np.mean([u[a] for u in unlocked]) for a in unlocked[0]})
 
 
-def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threads: int) -> list:
+def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int, threads: int,
+            options: dict | None = None) -> list:
     """vs_ppo.py's PPO on this env, to the budget (no threshold)."""
-    probe = ppo_env(env_id)
+    options = options or {}
+    probe = ppo_env(env_id, **options)
     space = probe.observation_space
     probe.close()
     kw = {"evaluate": crafter_evaluate} if env_id in ("crafter", "Crafter-v1") else {}
@@ -93,13 +96,14 @@ def run_ppo(env_id: str, seed: int, budget: int, eval_every: int, episodes: int,
         kw.update(policy="MlpPolicy", policy_kwargs={"features_extractor_class": small_cnn()})
     else:
         kw.update(policy="CnnPolicy" if len(space.shape) == 3 else "MlpPolicy")
-    return run_to(env_id, seed, budget, eval_every, episodes, math.inf, threads, make=ppo_env, **kw)
+    return run_to(env_id, seed, budget, eval_every, episodes, math.inf, threads,
+                  make=functools.partial(ppo_env, **options), **kw)
 
 
 # ----------------------------------------------------------------------------- ours
 
 def run_ours(env_id: str, config: str, agent: str, seed: int, budget: int, eval_every: int, episodes: int,
-             threads: int, extra: list, run_root: str | None) -> list:
+             threads: int, extra: list, run_root: str | None, options: dict | None = None) -> list:
     import torch
     from agents.trainer import Trainer
     from quatrix_world.config import load_config
@@ -108,7 +112,8 @@ def run_ours(env_id: str, config: str, agent: str, seed: int, budget: int, eval_
                       [f"env.id={env_id}", f"agent.kind={agent}", f"seed={seed}", f"trainer.total_steps={budget}",
                        f"trainer.eval_every={eval_every}", f"trainer.eval_episodes={episodes}",
                        "trainer.eval_deterministic=false", "trainer.video_every_eval=false",
-                       "trainer.progress=false", f"run.update_threads={threads}", *extra])
+                       "trainer.progress=false", f"run.update_threads={threads}",
+                       *(f"env.options.{k}={v}" for k, v in (options or {}).items()), *extra])
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(run_root or tmp, f"{env_id.replace('/', '_')}-{agent}-{seed}")
         os.makedirs(run_dir, exist_ok=True)
@@ -178,6 +183,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an env option for both methods, e.g. shadows=false on DMC (YAML value)")
     p.add_argument("--set", action="append", default=[], help="extra --set overrides for our trainer")
     p.add_argument("--runs", help="keep our run folders here (default: a temporary folder)")
     p.add_argument("--force", action="store_true", help="rerun (env, method, seed) entries already in --out")
@@ -190,6 +197,8 @@ def main() -> None:
         return
     if not a.env:
         p.error("--env is required unless --report")
+    import yaml
+    options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in a.env_option)}
     for seed in a.seeds:
         for method in a.methods:
             results = json.load(open(a.out)) if os.path.exists(a.out) else {"runs": {}}
@@ -199,13 +208,14 @@ def main() -> None:
             t0 = time.time()
             if method == "ours":
                 h = run_ours(a.env, a.config, a.agent, seed, a.budget, a.eval_every, a.episodes, a.threads,
-                             a.set, a.runs)
+                             a.set, a.runs, options)
             else:
-                h = run_ppo(a.env, seed, a.budget, a.eval_every, a.episodes, a.threads)
+                h = run_ppo(a.env, seed, a.budget, a.eval_every, a.episodes, a.threads, options)
             results = json.load(open(a.out)) if os.path.exists(a.out) else {"runs": {}}   # another process may have written
             results["runs"].setdefault(a.env, {}).setdefault(name, {})[str(seed)] = h
             results["protocol"] = {"eval_every": a.eval_every, "episodes": a.episodes, "budget": a.budget,
-                                   "policy": "sampled", "threads": a.threads, "config": a.config}
+                                   "policy": "sampled", "threads": a.threads, "config": a.config,
+                                   **({"env_options": options} if options else {})}
             write_json(results, a.out)
             print(f"{a.env} {name} seed {seed}: final {h[-1][2]:.2f} at {h[-1][0]} steps, "
                   f"{time.time() - t0:.0f} s", flush=True)
