@@ -274,3 +274,19 @@ def test_suite_configs_load():
     dmc = load_config(["default.yaml", "dmc.yaml"], [])
     assert crafter.env.id == "crafter" and dmc.env.id == "dmc/cartpole-swingup"
     assert crafter.trainer.total_steps == 1_000_000 and not crafter.trainer.eval_deterministic
+
+
+def test_readme_suite_commands_resolve():
+    """Each suite's one command in the README names a shipped config and an id of that suite."""
+    import re
+    from envs.families import family_of
+    from quatrix_world.config import load_config
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    commands = re.findall(r"`quatrix-world train --config configs/(\w+)\.yaml((?: --set [^`]+)?)`", readme)
+    family_names = {"atari": "Atari", "minatar": "MinAtar", "crafter": "Crafter", "dmc": "DMC"}
+    suites = {name: sets for name, sets in commands if name in family_names}
+    assert sorted(suites) == sorted(family_names), commands
+    for name, sets in suites.items():
+        cfg = load_config(["default.yaml", f"{name}.yaml"], sets.split(" --set ")[1:])
+        family = family_of(cfg.env.id)
+        assert family is not None and family.name == family_names[name], (name, cfg.env.id)
