@@ -72,6 +72,8 @@ class EncoderConfig:
     text_layers: int = 1
     audio_layers: int = 1
     mlp_layers: int = 2
+    image_loss: str = "mse"          # mse (summed squared error) | binary (images of 0/255 pixels such as
+                                     # MinAtar's: class-balanced cross-entropy, see encoders.ImageDecoder)
     kinds: dict = field(default_factory=dict)   # override per key: {key: image|vector|tokens|audio}
 
 
@@ -200,6 +202,7 @@ _CHOICES = {
     "trainer.replay_storage": ("memory", "disk"),
     "run.precision": ("auto", "fp32", "bf16"),
     "agent.actor_grad": ("reinforce", "dynamics", "auto"),
+    "world.encoder.image_loss": ("mse", "binary"),
 }
 
 

@@ -1,4 +1,6 @@
 """World model: alignment, masking, cache equivalence, branching, bad input, learning."""
+import math
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -332,6 +334,42 @@ def test_image_decoder_patch_layout_loss_matches_the_image_loss():
     for a, b in zip(g_fast, g_ref):
         assert torch.allclose(a, b, atol=1e-5 * (1.0 + float(b.abs().max())))
 
+
+
+def test_binary_image_loss_is_class_balanced_cross_entropy():
+    from quatrix_world.config import EncoderConfig
+    from quatrix_world.encoders import ImageDecoder
+    torch.manual_seed(0)
+    dec = ImageDecoder(12, [10, 10, 4], EncoderConfig(hidden_size=8, patch_size=2, image_loss="binary"))
+    z = torch.randn(5, 12)
+    target = torch.zeros(5, 10, 10, 4, dtype=torch.uint8)
+    target[:, :3, :, 3] = 255                                      # channel 3: 30% lit (bricks)
+    for n in range(5):
+        target[n, 9, 2 * n, 0] = 255                               # channel 0: one pixel per frame (a paddle)
+    logits = dec(z)                                                # [5, 10, 10, 4], pasted into an image
+    t = target.float() / 255.0
+    lit = t.mean((0, 1, 2))                                        # [0.01, 0, 0, 0.3]
+    w = ((1 - lit) / lit.clamp(min=0.01)).clamp(1, 100)            # [99, 99, 99, 2.33]
+    p = torch.sigmoid(logits)
+    by_hand = -(w * t * p.log() + (1 - t) * (1 - p).log()).flatten(1).sum(-1)
+    assert torch.allclose(dec.loss(z, target), by_hand, rtol=1e-4)
+    assert torch.equal(dec.to_obs(logits), (logits > 0).to(torch.uint8) * 255)
+    # a one-pixel object weighs as much as its channel's dark pixels: missing it costs ~4.6 x 99 nats
+    # under a guess of its base rate, where squared error charges at most 1
+    miss = torch.zeros(1, 10, 10, 4)
+    miss[0, 9, 0, 0] = 1.0
+    guess = torch.full((1, 10, 10, 4), math.log(0.01 / 0.99))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(guess, miss, pos_weight=w, reduction="none")
+    dark = bce[..., 0].sum() - bce[0, 9, 0, 0]                      # the channel's 99 dark pixels, ~1 nat
+    assert bce[0, 9, 0, 0] > 400 and dark < 2
+
+
+def test_image_loss_is_a_checked_choice():
+    from quatrix_world.config import ConfigError, load_config
+    assert load_config(["default.yaml", "minatar.yaml"], []).world.encoder.image_loss == "binary"
+    assert load_config(["default.yaml"], []).world.encoder.image_loss == "mse"
+    with pytest.raises(ConfigError, match="world.encoder.image_loss must be one of mse, binary"):
+        load_config(["default.yaml"], ["world.encoder.image_loss=bce"])
 
 def test_features_split_into_named_parts():
     w = small_world()
