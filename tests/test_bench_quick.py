@@ -134,3 +134,18 @@ def test_suites_bench_gives_ppo_a_crafter_score(tmp_path):
     step, seconds, ret, score = row
     assert step == 1000 and seconds >= 0 and math.isfinite(ret) and 0 <= score <= 100
     assert "Crafter score" in run("bench/suites.py", "--report", str(out)).stdout
+
+
+def test_image_loss_bench_scores_each_channel(tmp_path):
+    out = tmp_path / "image_loss.json"
+    run("bench/image_loss.py", "--updates", "4", "--every", "2", "--steps", "300", "--frames", "32",
+        "--out", str(out))
+    res = json.loads(out.read_text())
+    assert res["env"] == "MinAtar/Breakout-v1" and set(res["losses"]) == {"mse", "binary"}
+    for rows in res["losses"].values():
+        assert [r["update"] for r in rows] == [2, 4]
+        for r in rows:
+            assert len(r["channels"]) == 4                   # Breakout: paddle, ball, trail, brick
+            assert r["channels"][3]["lit_per_frame"] > 10    # the bricks
+            for c in r["channels"]:
+                assert 0 <= c["recall"] <= 1 and 0 <= c["precision"] <= 1
