@@ -246,7 +246,7 @@ class ImageDecoder(nn.Module):
       a one-pixel object (a ball, a paddle) in a 10x10 frame costs at most 1 per frame whether the
       latent holds it or not, and the world model learns the frame's static part only: on MinAtar
       Breakout (random play) it reconstructed none of the paddle, ball and trail pixels after 2,000
-      updates; with this loss, after 1,000 it lit every one of them, with 87-91% of the pixels it
+      updates; with this loss, after 1,000 it lit every one of them, with 87-92% of the pixels it
       lit right (docs/BENCHMARKS.md §15). Decoded frames show a pixel lit where its logit is
       positive (the balanced decision).
     """
