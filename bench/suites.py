@@ -156,9 +156,11 @@ def report(results: dict, plot_path: str | None) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         envs = list(results["runs"])
+        methods = sorted({m for runs in results["runs"].values() for m in runs})     # one colour per method
         fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
         for ax, env_id in zip(axes[0], envs):
-            for i, (method, runs) in enumerate(sorted(results["runs"][env_id].items())):
+            for method, runs in sorted(results["runs"][env_id].items()):
+                i = methods.index(method)
                 for j, h in enumerate(runs.values()):
                     ax.plot([r[0] for r in h], [r[2] for r in h], color=f"C{i}", alpha=0.8, lw=1.2, marker=".",
                             label=f"{method} ({len(runs)} seed{'s' * (len(runs) > 1)})" if j == 0 else None)
