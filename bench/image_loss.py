@@ -55,7 +55,7 @@ def run(env_id: str, loss_kind: str, updates: int, steps: int, every: int, n_fra
         world = trainer.world
         key = next(iter(world.obs_desc))
         frames = trainer.replay.sample()[key].flatten(0, 1)[:n_frames]
-        opt = torch.optim.Adam(world.parameters(), lr=cfg.trainer.world_lr, eps=1e-8)
+        opt = trainer.world_opt                       # the trainer's own Adam for the world model
         rows, t0 = [], time.process_time()
         for u in range(1, updates + 1):
             world.train()
