@@ -2,7 +2,8 @@
 
 1. imagine H steps from real start states with the current actor
 2. λ-returns from predicted rewards, continues and the slow critic's values
-3. critic: symlog two-hot CE toward the returns (and its slow copy)
+3. critic: symlog two-hot CE toward the returns (and its slow copy); with `agent.replay_critic`, also
+   toward λ-returns along the replayed real rows (common.replay_lambda_returns, DreamerV3's replay loss)
 4. actor: advantages (R - v) / max(1, P95 - P5), each step weighted by the predicted probability
    that the episode is still running, plus an entropy bonus (its scale raised while the entropy is
    below a floor: common.EntropyScale). The advantage's gradient reaches the actor one of two ways
@@ -80,8 +81,8 @@ class ActorCritic(AgentBase):
         else:                                                   # REINFORCE
             gain = dist.log_prob(b["action"]) * b["adv"]
         actor_loss = -(b["weight"] * (gain + scale * entropy)).mean()
-        critic_loss = self.critic_loss(b["feat"], b["returns"], b["weight"], slow_value=b["value"])
-        metrics = {"agent/entropy": entropy.mean().detach(), "agent/return": b["returns"].mean(),
+        critic_loss, critic_metrics = self.critic_losses(b)
+        metrics = {**critic_metrics,"agent/entropy": entropy.mean().detach(), "agent/return": b["returns"].mean(),
                    "agent/imag_reward": b["reward"].mean(), "agent/return_scale": b["scale"],
                    "agent/advantage_std": b["adv"].std(), "agent/value": b["value"].mean(),
                    "agent/entropy_scale": scale}

@@ -109,6 +109,27 @@ def lambda_returns(reward, cont, next_value, discount: float, lam: float):
     return out
 
 
+def replay_lambda_returns(reward, terminated, next_valid, value, discount: float, lam: float):
+    """λ-returns along real replayed rows, all [B, T]: reward[:, t] = r_{t+1} (after action t),
+    terminated[:, t] = the episode ended after action t, next_valid[:, t] = row t+1 continues row t's
+    episode, value[:, t] = v(s_t). -> (returns, weight).
+
+    R_t = r_t + γ (1 - term_t) ((1 - λ) v_{t+1} + λ R_{t+1}). A row whose next state is not in the window
+    (the window's last row, an episode cut by a time limit) and that did not terminate has no target:
+    R_t = v_t, so the row before it bootstraps with v_t, and its weight is 0.
+    """
+    T = reward.shape[1]
+    has_target = next_valid | terminated
+    alive = (~terminated).to(reward.dtype)
+    out = torch.empty_like(reward)
+    nxt_v = nxt_R = value[:, -1]                      # only read where has_target (so not at t = T-1)
+    for t in reversed(range(T)):
+        R = reward[:, t] + discount * alive[:, t] * ((1 - lam) * nxt_v + lam * nxt_R)
+        out[:, t] = torch.where(has_target[:, t], R, value[:, t])
+        nxt_v, nxt_R = value[:, t], out[:, t]
+    return out, has_target.to(reward.dtype)
+
+
 class ReturnNorm:
     """Scale = EMA of the 5–95 percentile range of returns, floored at 1 (DreamerV3)."""
 
@@ -214,6 +235,26 @@ class AgentBase(nn.Module):
     @torch.no_grad()
     def act(self, feat, deterministic: bool = False):
         return self.actor.act(feat, deterministic)
+
+    @torch.no_grad()
+    def replay_targets(self, feat, reward, terminated, next_valid) -> dict:
+        """Real replayed rows [B, T] (features [z_t, h_{t-1}] from the world model's update) -> the
+        critic's targets along them for `critic_losses`: λ-returns of the real rewards and
+        terminations, bootstrapped by the slow critic."""
+        value = self.slow_critic.value(feat)
+        returns, weight = replay_lambda_returns(reward, terminated, next_valid, value, self.cfg.discount,
+                                                self.cfg.lambda_)
+        return {"feat": feat, "returns": returns, "weight": weight, "value": value}
+
+    def critic_losses(self, b: dict) -> tuple[torch.Tensor, dict]:
+        """The critic's loss on an update's batch: on the imagined steps, plus `agent.replay_critic` x
+        the same loss on the replayed real rows when the batch has them (`replay_targets`)."""
+        loss = self.critic_loss(b["feat"], b["returns"], b["weight"], slow_value=b["value"])
+        if "replay" not in b:
+            return loss, {}
+        r = b["replay"]
+        replay = self.critic_loss(r["feat"], r["returns"], r["weight"], slow_value=r["value"])
+        return loss + self.cfg.replay_critic * replay, {"agent/replay_critic_loss": replay.detach()}
 
     def critic_loss(self, feat, returns, weight, slow_value=None):
         """Two-hot CE of the critic against λ-returns and against its slow copy's value

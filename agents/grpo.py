@@ -64,11 +64,11 @@ class GRPO(AgentBase):
         if cfg.kl_coef > 0:
             kl = kl_divergence(dist, self.ref_actor(feat))
             loss = loss + cfg.kl_coef * (weight * kl).sum() / weight.sum().clamp(min=1)
-        losses = {"loss_actor": loss}
+        losses, critic_metrics = {"loss_actor": loss}, {}
         if epoch == 0:                  # the critic does not depend on the actor: train it once
-            losses["loss_critic"] = self.critic_loss(feat, b["returns"], weight, slow_value=b["value"])
+            losses["loss_critic"], critic_metrics = self.critic_losses(b)
         with torch.no_grad():
-            metrics = {"agent/entropy": entropy.mean(), "agent/group_score": b["score"].mean(),
+            metrics = {**critic_metrics,"agent/entropy": entropy.mean(), "agent/group_score": b["score"].mean(),
                        "agent/group_std": b["grouped"].std(1).mean(),
                        "agent/clip_frac": ((ratio - 1).abs() > cfg.clip).float().mean(),
                        "agent/imag_reward": b["reward"].mean(), "agent/entropy_scale": scale}

@@ -27,6 +27,7 @@ from quatrix_world.checkpoint import (CheckpointError, check_compatible, load_ch
                                       save_checkpoint)
 from quatrix_world.config import Config, to_yaml
 from quatrix_world.errors import QuatrixError
+from quatrix_world.features import LatentFeatures, latent_index
 from quatrix_world.world import QuatrixWorld
 
 from . import build_agent, distributed, rundir
@@ -271,6 +272,8 @@ class Trainer:
         # 2. the agent in imagination, from start states inside the same batch
         state = self.start_states(aux["z"], self.world.unpack(batch, need_targets=False))
         rollout = self.agent.rollout(self.world, state)                # no gradient
+        if cfg.agent.replay_critic > 0:                                # the critic also learns on the real rows
+            rollout["replay"] = self.replay_rows(batch, aux)
         for epoch in range(self.agent.epochs):
             losses, agent_metrics = self.agent.losses(rollout, epoch)  # {"loss_actor": ..., ...}
             for key, term in losses.items():
@@ -316,6 +319,19 @@ class Trainer:
                                 f"{self.step}; stopped. The last good checkpoint is {self.ckpt_dir}/latest.pt — "
                                 "lower trainer.world_lr / agent.lr and --resume")
         return {"train/skipped_updates": 1.0}
+
+    def replay_rows(self, batch, aux: dict) -> dict:
+        """The replay batch [B, T] as the critic's real rows (`agent.replay_critic`): features
+        [z_t, h_{t-1}] from the world model's update (z by index where the agent reads it so), with
+        their rewards, terminations and which rows continue into the next one."""
+        d = self.world.unpack(batch)
+        h = self.world.h_prev(aux["h"], d["is_init"])                              # [B, T, H]
+        if self.agent.actor.reads_latent_index:
+            feat = LatentFeatures(latent_index(aux["z"], self.world.latent_shape[0]), h)
+        else:
+            feat = self.world.features(aux["z"], h)
+        next_valid = torch.cat([~d["is_init"][:, 1:], torch.zeros_like(d["is_init"][:, :1])], 1)
+        return self.agent.replay_targets(feat, d["reward"], d["terminated"], next_valid)
 
     def start_states(self, z: torch.Tensor, d: dict) -> dict:
         """Imagination starts: windows of `context_len` real steps ending at random positions of the

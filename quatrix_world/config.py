@@ -128,6 +128,8 @@ class AgentConfig:
     horizon: int = 16
     context_len: int = 8
     starts: int = 64                 # imagination start states per update
+    replay_critic: float = 0.0       # weight of a second critic loss on the replayed real rows' λ-returns
+                                     # (DreamerV3's replay value loss, 0.3 there); 0 = imagination only
     grad_clip: float = 100.0
     # GRPO
     group_size: int = 8
@@ -266,6 +268,8 @@ def validate(cfg: Config) -> Config:
                           "agent.entropy_target < 1 (a fraction of log(n_actions); 0 = a fixed scale), "
                           f"agent.entropy_rate >= 0 and agent.entropy_max_ratio >= 1; got {a.entropy}, "
                           f"{a.grpo_entropy}, {a.entropy_target}, {a.entropy_rate}, {a.entropy_max_ratio}")
+    if a.replay_critic < 0:
+        raise ConfigError(f"agent.replay_critic must be >= 0 (0 = off), got {a.replay_critic}")
     if a.actor_grad == "dynamics" and a.kind != "actor_critic":
         raise ConfigError(f"agent.actor_grad=dynamics needs agent.kind=actor_critic (GRPO's clipped ratio loss is "
                           f"a REINFORCE-style gradient); got agent.kind={a.kind} — use agent.actor_grad=reinforce")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents import GRPO, ActorCritic, build_agent
-from agents.common import Actor, EntropyScale, ReturnNorm, lambda_returns
+from agents.common import Actor, EntropyScale, ReturnNorm, lambda_returns, replay_lambda_returns
 from quatrix_world.config import AgentConfig, load_config
 from quatrix_world.latents import TwoHot, symexp, symlog
 
@@ -43,6 +43,36 @@ def test_lambda_returns_limits():
     c2[:, 1] = 0
     out = lambda_returns(r, c2, v, g, 0.95)
     assert torch.allclose(out[:, 1], r[:, 1])
+
+
+def test_replay_lambda_returns_by_hand():
+    # two windows of T = 5 real rows; reward[t] = r_{t+1}, value[t] = v(s_t)
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    v = torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0], [7.0, 8.0, 9.0, 6.0, 5.0]])
+    term = torch.zeros(2, 5, dtype=torch.bool)
+    nxt = torch.ones(2, 5, dtype=torch.bool)
+    nxt[:, -1] = False                                  # the window's last row has no next state here
+    term[0, 1] = True                                   # window 0: the episode ends after row 1 ...
+    nxt[0, 1] = False                                   # ... and row 2 starts the next one
+    nxt[1, 2] = False                                   # window 1: a time limit cuts after row 2 (not terminated)
+    g, lam = 0.9, 0.8
+    R, w = replay_lambda_returns(r, term, nxt, v, g, lam)
+    # window 0
+    R03 = 4 + g * ((1 - lam) * 50 + lam * 50)           # row 4 has no target: R_4 = v_4 = 50
+    R02 = 3 + g * ((1 - lam) * 40 + lam * R03)
+    R01 = 2.0                                           # terminated: the reward only
+    R00 = 1 + g * ((1 - lam) * 20 + lam * R01)
+    # window 1: rows 2 and 4 have no target (R = v); row 3 bootstraps from row 4
+    R13 = 1 + g * ((1 - lam) * 5 + lam * 5)
+    R11 = 1 + g * ((1 - lam) * 9 + lam * 9)
+    R10 = 1 + g * ((1 - lam) * 8 + lam * R11)
+    assert torch.allclose(R, torch.tensor([[R00, R01, R02, R03, 50.0], [R10, R11, 9.0, R13, 5.0]]))
+    assert torch.equal(w, torch.tensor([[1.0, 1, 1, 1, 0], [1, 1, 0, 1, 0]]))
+    # λ = 1 along one episode without an end: discounted rewards plus the last row's value
+    links = torch.tensor([[True, True, True, True, False]])
+    R1, _ = replay_lambda_returns(r[:1], torch.zeros(1, 5, dtype=torch.bool), links, v[:1], g, 1.0)
+    assert torch.allclose(R1[0, 3], torch.tensor(4 + g * 50.0))
+    assert torch.allclose(R1[0, 0], torch.tensor(1 + g * 2 + g ** 2 * 3 + g ** 3 * 4 + g ** 4 * 50))
 
 
 def test_twohot_roundtrip_and_loss():
@@ -241,6 +271,37 @@ def test_a_finite_update_steps_every_optimiser(trainer):
     after = trainer.agent.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert {"actor", "critic", "slow_critic"} <= changed
+
+
+@pytest.mark.parametrize("kind", ["actor_critic", "grpo"])
+def test_replay_critic_trains_the_critic_on_the_replayed_rows(tmp_path, kind):
+    """agent.replay_critic > 0 adds a critic loss on the real rows of the world model's batch; its
+    targets are replay_lambda_returns of the batch's own rewards, terminations and episode links."""
+    from agents.trainer import Trainer
+    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", "trainer.prefill=40",
+                                                       f"agent.kind={kind}", "agent.replay_critic=0.3"])
+    tr = Trainer(cfg, str(tmp_path / "run"), quiet=True)
+    tr.start_collection()
+    while tr.step < cfg.trainer.prefill or not tr.replay.ready():
+        tr.collect_step()
+    seen = {}
+    real = tr.agent.replay_targets
+
+    def spy(feat, reward, terminated, next_valid):
+        seen.update(reward=reward, terminated=terminated, next_valid=next_valid)
+        return real(feat, reward, terminated, next_valid)
+    tr.agent.replay_targets = spy
+    out = tr.train_step()
+    B, T = cfg.trainer.batch_size, cfg.trainer.seq_len
+    assert seen["reward"].shape == seen["next_valid"].shape == (B, T)
+    assert not seen["next_valid"][:, -1].any()                        # the window's last row has no next
+    assert (seen["next_valid"] | seen["terminated"]).any()
+    assert math.isfinite(out["agent/replay_critic_loss"]) and out["agent/replay_critic_loss"] > 0
+    # off (the default): no replay term
+    cfg_off = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", "trainer.prefill=40"])
+    assert cfg_off.agent.replay_critic == 0.0
+    with pytest.raises(Exception, match="agent.replay_critic must be >= 0"):
+        load_config(["default.yaml", "debug.yaml"], ["agent.replay_critic=-1"])
 
 
 def test_feature_linear_by_index_equals_the_dense_linear():
