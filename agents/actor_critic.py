@@ -82,7 +82,7 @@ class ActorCritic(AgentBase):
             gain = dist.log_prob(b["action"]) * b["adv"]
         actor_loss = -(b["weight"] * (gain + scale * entropy)).mean()
         critic_loss, critic_metrics = self.critic_losses(b)
-        metrics = {**critic_metrics,"agent/entropy": entropy.mean().detach(), "agent/return": b["returns"].mean(),
+        metrics = {**critic_metrics, "agent/entropy": entropy.mean().detach(), "agent/return": b["returns"].mean(),
                    "agent/imag_reward": b["reward"].mean(), "agent/return_scale": b["scale"],
                    "agent/advantage_std": b["adv"].std(), "agent/value": b["value"].mean(),
                    "agent/entropy_scale": scale}

@@ -68,8 +68,8 @@ class GRPO(AgentBase):
         if epoch == 0:                  # the critic does not depend on the actor: train it once
             losses["loss_critic"], critic_metrics = self.critic_losses(b)
         with torch.no_grad():
-            metrics = {**critic_metrics,"agent/entropy": entropy.mean(), "agent/group_score": b["score"].mean(),
-                       "agent/group_std": b["grouped"].std(1).mean(),
+            metrics = {**critic_metrics, "agent/entropy": entropy.mean(),
+                       "agent/group_score": b["score"].mean(), "agent/group_std": b["grouped"].std(1).mean(),
                        "agent/clip_frac": ((ratio - 1).abs() > cfg.clip).float().mean(),
                        "agent/imag_reward": b["reward"].mean(), "agent/entropy_scale": scale}
         return losses, metrics
