@@ -270,10 +270,12 @@ class Trainer:
         self.seconds["world"] += t1 - t0
 
         # 2. the agent in imagination, from start states inside the same batch
-        state = self.start_states(aux["z"], self.world.unpack(batch, need_targets=False))
+        replay_critic = cfg.agent.replay_critic > 0                    # the critic also learns on the real rows
+        d = self.world.unpack(batch, need_targets=replay_critic)
+        state = self.start_states(aux["z"], d)
         rollout = self.agent.rollout(self.world, state)                # no gradient
-        if cfg.agent.replay_critic > 0:                                # the critic also learns on the real rows
-            rollout["replay"] = self.replay_rows(batch, aux)
+        if replay_critic:
+            rollout["replay"] = self.replay_rows(d, aux)
         for epoch in range(self.agent.epochs):
             losses, agent_metrics = self.agent.losses(rollout, epoch)  # {"loss_actor": ..., ...}
             for key, term in losses.items():
@@ -320,11 +322,11 @@ class Trainer:
                                 "lower trainer.world_lr / agent.lr and --resume")
         return {"train/skipped_updates": 1.0}
 
-    def replay_rows(self, batch, aux: dict) -> dict:
-        """The replay batch [B, T] as the critic's real rows (`agent.replay_critic`): features
-        [z_t, h_{t-1}] from the world model's update (z by index where the agent reads it so), with
-        their rewards, terminations and which rows continue into the next one."""
-        d = self.world.unpack(batch)
+    def replay_rows(self, d: dict, aux: dict) -> dict:
+        """The replay batch [B, T] (its unpacked rows `d`) as the critic's real rows
+        (`agent.replay_critic`): features [z_t, h_{t-1}] from the world model's update (z by index
+        where the agent reads it so), with their rewards, terminations and which rows continue into
+        the next one."""
         h = self.world.h_prev(aux["h"], d["is_init"])                              # [B, T, H]
         if self.agent.actor.reads_latent_index:
             feat = LatentFeatures(latent_index(aux["z"], self.world.latent_shape[0]), h)

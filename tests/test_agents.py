@@ -227,16 +227,20 @@ def test_build_agent_rejects_unknown_kind():
         build_agent(AgentConfig(kind="dqn"), F, {"kind": "discrete", "n": 3})
 
 
-@pytest.fixture
-def trainer(tmp_path):
+def prefilled_trainer(run_dir, overrides):
+    """A debug-config Trainer whose replay can give its first batch."""
     from agents.trainer import Trainer
-    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", "trainer.prefill=20",
-                                                       "trainer.max_nonfinite_skips=3"])
-    tr = Trainer(cfg, str(tmp_path / "run"), quiet=True)
+    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", *overrides])
+    tr = Trainer(cfg, str(run_dir), quiet=True)
     tr.start_collection()
     while tr.step < cfg.trainer.prefill or not tr.replay.ready():
         tr.collect_step()
     return tr
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    return prefilled_trainer(tmp_path / "run", ["trainer.prefill=20", "trainer.max_nonfinite_skips=3"])
 
 
 def test_nonfinite_agent_loss_is_skipped_before_any_weight_moves(trainer, monkeypatch):
@@ -277,13 +281,8 @@ def test_a_finite_update_steps_every_optimiser(trainer):
 def test_replay_critic_trains_the_critic_on_the_replayed_rows(tmp_path, kind):
     """agent.replay_critic > 0 adds a critic loss on the real rows of the world model's batch; its
     targets are replay_lambda_returns of the batch's own rewards, terminations and episode links."""
-    from agents.trainer import Trainer
-    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", "trainer.prefill=40",
-                                                       f"agent.kind={kind}", "agent.replay_critic=0.3"])
-    tr = Trainer(cfg, str(tmp_path / "run"), quiet=True)
-    tr.start_collection()
-    while tr.step < cfg.trainer.prefill or not tr.replay.ready():
-        tr.collect_step()
+    tr = prefilled_trainer(tmp_path / "run", ["trainer.prefill=40", f"agent.kind={kind}", "agent.replay_critic=0.3"])
+    cfg = tr.cfg
     seen = {}
     real = tr.agent.replay_targets
 
