@@ -176,7 +176,7 @@ class EntropyScale(nn.Module):
 
     def observe(self, entropy: torch.Tensor, weight: torch.Tensor) -> None:
         """The imagined steps' entropies [N, H] and weights (the update's own batch)."""
-        self.entropy = ((entropy * weight).sum() / weight.sum().clamp(min=1e-8)).detach()
+        self.entropy = ((entropy * weight).sum() / weight.sum().clamp(min=1e-8)).detach().clone()  # own memory (CUDA graphs)
 
     @torch.no_grad()
     def step(self) -> None:

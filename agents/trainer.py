@@ -32,7 +32,7 @@ from quatrix_world.world import QuatrixWorld
 
 from . import build_agent, distributed, rundir
 from .collect import Collector, EnvStepError, build_env, env_specs
-from .device import autocast, cpu_threads, resolve_device, resolve_precision
+from .device import autocast, check_compile, compile_update, cpu_threads, mark_step, resolve_device, resolve_precision
 from .evaluate import Evaluator
 from .logger import RunLogger
 from .seeding import rng_state, seed_everything, set_rng_state
@@ -54,6 +54,8 @@ class Trainer:
         self.device = resolve_device(cfg.run.device)
         self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
         self.act_threads, self.update_threads = cpu_threads(cfg.run.threads), cpu_threads(cfg.run.update_threads)
+        check_compile(cfg.run.compile, cfg.run.cudagraphs, self.device)
+        self._compiled = {}                      # run.compile: the compiled loss functions, built on first use
         torch.set_num_threads(self.act_threads)
         self.rank, self.world_size = distributed.setup(self.device.type)
         self.is_main = self.rank == 0
@@ -253,6 +255,7 @@ class Trainer:
 
     def _train_step(self) -> dict:
         cfg = self.cfg
+        mark_step(cfg.run.cudagraphs)
         batch = self.replay.sample()                                   # [B, T], on the host
         if self.device.type != "cpu":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
@@ -260,12 +263,13 @@ class Trainer:
         self.world.train()
         t0 = time.perf_counter()
         with autocast(self.device, self.amp_dtype):
-            loss, metrics, aux = self.world.loss(batch)
+            loss, metrics, aux = self.compiled("world", self.world.loss)(batch)
         aux = {k: v.float() for k, v in aux.items()}
-        gnorm = self._optimize("world model", loss, self.world_opt, self.world, cfg.trainer.world_grad_clip)
-        if gnorm is None:
-            return self._skip_update("world model", metrics)
-        metrics["world/grad_norm"] = gnorm
+        gnorms, failed = self._optimize({"world model": (loss, self.world_opt, self.world)},
+                                        cfg.trainer.world_grad_clip)
+        if failed:
+            return self._skip_update(failed, metrics)
+        metrics["world/grad_norm"] = gnorms["world model"]
         t1 = time.perf_counter()
         self.seconds["world"] += t1 - t0
 
@@ -277,15 +281,17 @@ class Trainer:
         if replay_critic:
             rollout["replay"] = self.replay_rows(d, aux)
         for epoch in range(self.agent.epochs):
-            losses, agent_metrics = self.agent.losses(rollout, epoch)  # {"loss_actor": ..., ...}
+            losses, agent_metrics = self.compiled("agent", self.agent.losses)(rollout, epoch)  # {"loss_actor": ..., ...}
+            terms = {}
             for key, term in losses.items():
                 name = key.removeprefix("loss_")                      # "actor", "critic"
-                opt, module = self.agent.optimizers[name]
-                gnorm = self._optimize(f"agent {name}", term, opt, module, cfg.agent.grad_clip)
-                if gnorm is None:
-                    return self._skip_update(f"agent {name}", agent_metrics)
+                terms[f"agent {name}"] = (term, *self.agent.optimizers[name])
                 metrics[f"loss/{name}"] = term.detach()
-                metrics[f"agent/{name}_gnorm"] = gnorm
+            gnorms, failed = self._optimize(terms, cfg.agent.grad_clip)
+            if failed:
+                return self._skip_update(failed, agent_metrics)
+            for what, gnorm in gnorms.items():
+                metrics[f"agent/{what.removeprefix('agent ')}_gnorm"] = gnorm
             metrics.update(agent_metrics)
         self.agent.after_update()
         self.seconds["agent"] += time.perf_counter() - t1
@@ -296,20 +302,39 @@ class Trainer:
                               for v in metrics.values()]).tolist()          # one host sync for all
         return dict(zip(metrics, values))
 
-    def _optimize(self, what: str, loss: torch.Tensor, opt, module: nn.Module, clip: float):
-        """Backward, average across ranks, clip, step -> the gradient norm; None (and the weights
-        untouched) when the loss or its gradient is not finite."""
-        opt.zero_grad(set_to_none=True)
-        if not distributed.all_ranks_agree(bool(torch.isfinite(loss))):
-            return None
-        loss.backward()
-        distributed.average_gradients(module.parameters())
-        gnorm = nn.utils.clip_grad_norm_(module.parameters(), clip)
-        if not distributed.all_ranks_agree(bool(torch.isfinite(gnorm))):
+    def compiled(self, name: str, fn):
+        """`fn` as the run computes it: itself, or (run.compile) compiled once on first use."""
+        if not self.cfg.run.compile:
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = compile_update(fn, self.cfg.run.cudagraphs)
+        return self._compiled[name]
+
+    def _optimize(self, terms: dict, clip: float) -> tuple[dict, str | None]:
+        """terms {what: (loss, optimiser, module)} -> ({what: gradient norm}, None) after one backward
+        of their sum, gradients averaged across ranks, each module clipped and each optimiser stepped.
+        The modules share no parameters, so each gets its own loss's gradient. When a loss or a
+        gradient is not finite: ({}, what), and no weight or optimiser has moved."""
+        for _, opt, _ in terms.values():
             opt.zero_grad(set_to_none=True)
-            return None
-        opt.step()
-        return gnorm
+        finite = torch.stack([torch.isfinite(loss) for loss, _, _ in terms.values()]).tolist()   # one host sync
+        for what, ok in zip(terms, finite):
+            if not distributed.all_ranks_agree(ok):
+                return {}, what
+        sum(loss for loss, _, _ in terms.values()).backward()
+        gnorms = {}
+        for what, (_, _, module) in terms.items():
+            distributed.average_gradients(module.parameters())
+            gnorms[what] = nn.utils.clip_grad_norm_(module.parameters(), clip)
+        finite = torch.stack(list(gnorms.values())).isfinite().tolist()
+        for what, ok in zip(terms, finite):
+            if not distributed.all_ranks_agree(ok):
+                for _, opt, _ in terms.values():
+                    opt.zero_grad(set_to_none=True)
+                return {}, what
+        for _, opt, _ in terms.values():
+            opt.step()
+        return gnorms, None
 
     def _skip_update(self, what: str, metrics: dict) -> dict:
         self.nonfinite += 1

@@ -174,6 +174,8 @@ class RunConfig:
     precision: str = "auto"          # auto (bf16 autocast on cuda, fp32 on cpu) | fp32 | bf16
     threads: int = 1                 # CPU threads while acting; 0 = torch default; small batches run fastest on one
     update_threads: int = 0          # CPU threads for gradient updates; 0 = every core
+    compile: bool = False            # torch.compile the world-model and agent losses (inductor), forward and backward
+    cudagraphs: bool = False         # with compile, on CUDA: capture them as CUDA graphs (mode reduce-overhead)
 
 
 @dataclass
@@ -243,6 +245,9 @@ def validate(cfg: Config) -> Config:
     dev = cfg.run.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"run.device must be auto, cpu, cuda or cuda:N; got {dev!r}")
+    if cfg.run.cudagraphs and not cfg.run.compile:
+        raise ConfigError("run.cudagraphs=true captures the compiled update as CUDA graphs — set run.compile=true "
+                          "as well (and run on a GPU)")
     for key in ("run.threads", "run.update_threads"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0 (0 = every core), got {flat[key]}")

@@ -96,7 +96,7 @@ def distinct_rows(x: torch.Tensor):
     encoding each distinct row once and gathering gives the same values, and the same gradients
     up to float summation order. Rows are compared exactly, on their bytes read as wide integers."""
     flat = x.reshape(x.shape[0], -1)
-    if flat.shape[0] < 2:
+    if flat.shape[0] < 2 or torch.compiler.is_compiling():   # a compiled graph (run.compile) has fixed shapes
         return None
     wide = flat
     if not flat.is_floating_point():            # compare 8 (or 4, 2) bytes at a time

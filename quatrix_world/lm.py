@@ -88,6 +88,8 @@ class QuatrixLM(nn.Module):
             raise ValueError(f"input_ids must be [B, L], got shape {tuple(input_ids.shape)}")
         if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.is_complex():
             raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+        if torch.compiler.is_compiling():       # values unread while tracing (run.compile: ids from our own envs)
+            return input_ids.long()
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= V):
             raise ValueError(f"input_ids must lie in [0, vocab_size={V}), got min {int(input_ids.min())}, "
                              f"max {int(input_ids.max())}")

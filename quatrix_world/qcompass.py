@@ -87,11 +87,9 @@ def _attend(q, k, v, mask, causal_plain: bool, scale: float, dropout_p: float, r
     attend to nothing output 0 (instead of NaN) in both paths.
     """
     empty_rows = None
-    if mask is not None:
-        any_key = mask.any(-1, keepdim=True)
-        if not bool(any_key.all()):
-            empty_rows = ~any_key
-            mask = mask | empty_rows          # attend anywhere, then zero: finite values and grads
+    if mask is not None:                      # no host sync on whether such rows exist (compile, CUDA)
+        empty_rows = ~mask.any(-1, keepdim=True)
+        mask = mask | empty_rows              # attend anywhere, then zero: finite values and grads
     if reference:
         scores = (q @ k.transpose(-2, -1)) * scale
         if causal_plain:

@@ -1,10 +1,13 @@
-"""run.device / run.precision: device plumbing through the trainer, and the errors a user can cause."""
+"""run.device / run.precision / run.compile: device plumbing through the trainer, the compiled update
+against the eager one, and the errors a user can cause."""
+import math
 import subprocess
 import sys
 
 import pytest
 import torch
 
+import agents.trainer
 from agents.device import resolve_device, resolve_precision
 from agents.trainer import Trainer
 from quatrix_world.config import ConfigError, load_config
@@ -57,3 +60,48 @@ def test_everything_the_run_creates_lives_on_its_device(tmp_path, device, precis
     assert tr.actor.state["h"].device.type == device
     row = tr.evaluate()
     assert row["eval/return_sampled"] >= 0.0
+
+
+def prefilled(run_dir, overrides):
+    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", *overrides])
+    tr = Trainer(cfg, str(run_dir), quiet=True)
+    tr.start_collection()
+    while tr.step < cfg.trainer.prefill or not tr.replay.ready():
+        tr.collect_step()
+    return tr
+
+
+@pytest.mark.parametrize("kind", ["actor_critic", "grpo"])
+def test_the_compiled_update_agrees_with_the_eager_one(tmp_path, monkeypatch, kind):
+    """run.compile: the world-model loss and the agent's losses each trace as one whole graph
+    (fullgraph: a graph break fails) and give the eager update's losses and gradient norms. Traced
+    with the aot_eager backend here: inductor's code generation takes minutes on a CPU, and
+    bench/gpu.py times the real one."""
+    compiled = []
+
+    def compile_update(fn, cudagraphs):
+        compiled.append(fn.__name__)
+        return torch.compile(fn, backend="aot_eager", fullgraph=True)
+    monkeypatch.setattr(agents.trainer, "compile_update", compile_update)
+    sets = [f"agent.kind={kind}", "agent.replay_critic=0.3"]
+    eager = prefilled(tmp_path / "eager", sets).train_step()
+    tr = prefilled(tmp_path / "compiled", [*sets, "run.compile=true"])
+    first = tr.train_step()
+    assert sorted(compiled) == ["loss", "losses"]                 # world.loss, agent.losses: once each
+    assert first.keys() == eager.keys()
+    for k in eager:
+        assert math.isclose(first[k], eager[k], rel_tol=1e-3, abs_tol=1e-5), (k, first[k], eager[k])
+    second = tr.train_step()                                      # the compiled graphs run again
+    assert all(math.isfinite(v) for v in second.values()) and second["train/updates"] == 2
+    assert sorted(compiled) == ["loss", "losses"]
+
+
+def test_cuda_graphs_need_compile_and_a_gpu(tmp_path):
+    with pytest.raises(ConfigError, match="set run.compile=true"):
+        load_config(["default.yaml"], ["run.cudagraphs=true"])
+    if not torch.cuda.is_available():
+        cfg = load_config(["default.yaml", "debug.yaml"], ["run.compile=true", "run.cudagraphs=true",
+                                                           "run.device=cpu"])
+        with pytest.raises(ConfigError, match="needs a CUDA device.*run.cudagraphs=false"):
+            Trainer(cfg, str(tmp_path / "run"), quiet=True)
+        assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())   # nothing half-written
