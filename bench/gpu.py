@@ -5,7 +5,9 @@
 
 Measures, on `--device`: one training update (world model + agent, `Trainer.train_step`) and one
 acting step at the default config (MiniGrid-Empty-6x6, 56x56 pixels + mission) and at a 64x64
-pixel config (MiniGrid-Empty-8x8 full view, 8-pixel tiles), for fp32 and bf16 autocast; and
+pixel config (MiniGrid-Empty-8x8 full view, 8-pixel tiles), for fp32 and bf16 autocast; the
+default config's update compiled (`run.compile`, bf16) and captured as CUDA graphs
+(`run.cudagraphs`), its compile time excluded (the warm-up updates compile it); and
 imagination throughput (`QuatrixWorld.imagine`, 1,024 starts x horizon 16) in imagined steps/s.
 Wall-clock with the device synchronised; the update returns its metrics to the host, which
 synchronises it.
@@ -73,6 +75,14 @@ def main() -> None:
                         a.updates, a.act)
             out["configs"][f"{name}/{precision}"] = {"update_ms": r["update_ms_wall"], "act_ms": r["act_ms_wall"]}
             print(name, precision, out["configs"][f"{name}/{precision}"], flush=True)
+    compiled = {"compile": ["run.compile=true"]}
+    if a.device.startswith("cuda"):
+        compiled["cudagraphs"] = ["run.compile=true", "run.cudagraphs=true"]
+    for name, sets in compiled.items():
+        r = measure(os.path.join(HERE, ".."), [], [f"run.device={a.device}", "run.precision=bf16", *sets],
+                    a.updates, a.act)
+        out["configs"][f"default_56px/bf16/{name}"] = {"update_ms": r["update_ms_wall"], "act_ms": r["act_ms_wall"]}
+        print("default_56px bf16", name, out["configs"][f"default_56px/bf16/{name}"], flush=True)
     out["imagined_steps_per_s"] = round(imagination_rate(a.device))
     print("imagination", out["imagined_steps_per_s"], "steps/s", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: the model and device tests on cuda, a short training on cuda, and
-# bench/results/gpu.json (update ms at the default and a 64x64 pixel config, fp32/bf16; imagination steps/s).
+# bench/results/gpu.json (update ms at the default and a 64x64 pixel config, fp32/bf16, and compiled /
+# CUDA graphs at the default config; imagination steps/s).
 #   bash bench/gpu.sh            (needs the project installed: pip install -e ".[test]")
 set -euo pipefail
 cd "$(dirname "$0")/.."
