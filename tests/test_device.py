@@ -11,6 +11,7 @@ import agents.trainer
 from agents.device import resolve_device, resolve_precision
 from agents.trainer import Trainer
 from quatrix_world.config import ConfigError, load_config
+from test_agents import prefilled_trainer
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -62,15 +63,6 @@ def test_everything_the_run_creates_lives_on_its_device(tmp_path, device, precis
     assert row["eval/return_sampled"] >= 0.0
 
 
-def prefilled(run_dir, overrides):
-    cfg = load_config(["default.yaml", "debug.yaml"], ["trainer.progress=false", *overrides])
-    tr = Trainer(cfg, str(run_dir), quiet=True)
-    tr.start_collection()
-    while tr.step < cfg.trainer.prefill or not tr.replay.ready():
-        tr.collect_step()
-    return tr
-
-
 @pytest.mark.parametrize("kind", ["actor_critic", "grpo"])
 def test_the_compiled_update_agrees_with_the_eager_one(tmp_path, monkeypatch, kind):
     """run.compile: the world-model loss and the agent's losses each trace as one whole graph
@@ -84,8 +76,8 @@ def test_the_compiled_update_agrees_with_the_eager_one(tmp_path, monkeypatch, ki
         return torch.compile(fn, backend="aot_eager", fullgraph=True)
     monkeypatch.setattr(agents.trainer, "compile_update", compile_update)
     sets = [f"agent.kind={kind}", "agent.replay_critic=0.3"]
-    eager = prefilled(tmp_path / "eager", sets).train_step()
-    tr = prefilled(tmp_path / "compiled", [*sets, "run.compile=true"])
+    eager = prefilled_trainer(tmp_path / "eager", sets).train_step()
+    tr = prefilled_trainer(tmp_path / "compiled", [*sets, "run.compile=true"])
     first = tr.train_step()
     assert sorted(compiled) == ["loss", "losses"]                 # world.loss, agent.losses: once each
     assert first.keys() == eager.keys()
