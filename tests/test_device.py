@@ -75,7 +75,7 @@ def test_the_compiled_update_agrees_with_the_eager_one(tmp_path, monkeypatch, ki
         compiled.append(fn.__name__)
         return torch.compile(fn, backend="aot_eager", fullgraph=True)
     monkeypatch.setattr(agents.trainer, "compile_update", compile_update)
-    sets = [f"agent.kind={kind}", "agent.replay_critic=0.3"]
+    sets = [f"agent.kind={kind}", "agent.replay_critic=0.3", "run.precision=fp32"]   # bf16 rounds past the tolerance
     eager = prefilled_trainer(tmp_path / "eager", sets).train_step()
     tr = prefilled_trainer(tmp_path / "compiled", [*sets, "run.compile=true"])
     first = tr.train_step()
