@@ -243,17 +243,18 @@ def trainer(tmp_path):
     return prefilled_trainer(tmp_path / "run", ["trainer.prefill=20", "trainer.max_nonfinite_skips=3"])
 
 
-def test_nonfinite_agent_loss_is_skipped_before_any_weight_moves(trainer, monkeypatch):
+@pytest.mark.parametrize("term", ["actor", "critic"])
+def test_nonfinite_agent_loss_is_skipped_before_any_weight_moves(trainer, monkeypatch, term):
+    """Either loss non-finite: neither optimiser steps (the critic's comes after the actor's)."""
     real = trainer.agent.losses
 
     def poisoned(batch, epoch=0):
         losses, metrics = real(batch, epoch)
-        return {"loss_actor": losses["loss_actor"] * float("nan"), **{k: v for k, v in losses.items()
-                                                                       if k != "loss_actor"}}, metrics
+        return {k: v * float("nan") if k == f"loss_{term}" else v for k, v in losses.items()}, metrics
     monkeypatch.setattr(trainer.agent, "losses", poisoned)
     before = {k: v.clone() for k, v in trainer.agent.state_dict().items()}
     opt_before = len(trainer.agent.actor_opt.state)
-    with pytest.warns(UserWarning, match="non-finite agent actor loss"):
+    with pytest.warns(UserWarning, match=f"non-finite agent {term} loss"):
         out = trainer.train_step()
     assert out == {"train/skipped_updates": 1.0}
     after = trainer.agent.state_dict()
