@@ -14,7 +14,8 @@ forward and backward; the optimiser steps, imagination and acting stay eager. `r
 also captures those graphs as CUDA graphs (mode "reduce-overhead"), which removes the launch cost
 of many small kernels on a GPU. Compiling takes minutes. On the CPU it does not pay: the compiled
 graph has fixed shapes, so the image encoder encodes every frame of a batch instead of each
-distinct frame once (encoders.distinct_rows), and compiling itself gains about 6% (docs/BENCHMARKS.md §10e).
+distinct frame once (encoders.distinct_rows), and compiling itself gains about 6%
+(docs/BENCHMARKS.md §10e).
 """
 from __future__ import annotations
 

@@ -281,7 +281,7 @@ class Trainer:
         if replay_critic:
             rollout["replay"] = self.replay_rows(d, aux)
         for epoch in range(self.agent.epochs):
-            losses, agent_metrics = self.compiled("agent", self.agent.losses)(rollout, epoch)  # {"loss_actor": ..., ...}
+            losses, agent_metrics = self.compiled("agent", self.agent.losses)(rollout, epoch)  # {"loss_actor": ...}
             terms = {}
             for key, term in losses.items():
                 name = key.removeprefix("loss_")                      # "actor", "critic"
