@@ -68,7 +68,7 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def check_compile(compile: bool, cudagraphs: bool, device: torch.device) -> None:
+def check_compile(cudagraphs: bool, device: torch.device) -> None:
     """CUDA graphs need a CUDA device (run.cudagraphs without run.compile is refused by the config check)."""
     if cudagraphs and device.type != "cuda":
         raise ConfigError(f"run.cudagraphs=true needs a CUDA device; this run is on {device} — set "

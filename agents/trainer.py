@@ -54,7 +54,7 @@ class Trainer:
         self.device = resolve_device(cfg.run.device)
         self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
         self.act_threads, self.update_threads = cpu_threads(cfg.run.threads), cpu_threads(cfg.run.update_threads)
-        check_compile(cfg.run.compile, cfg.run.cudagraphs, self.device)
+        check_compile(cfg.run.cudagraphs, self.device)
         self._compiled = {}                      # run.compile: the compiled loss functions, built on first use
         torch.set_num_threads(self.act_threads)
         self.rank, self.world_size = distributed.setup(self.device.type)
