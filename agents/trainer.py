@@ -81,7 +81,7 @@ class Trainer:
             distributed.broadcast_module(self.agent)
             seed_everything(seed)
         self.world_opt = torch.optim.Adam(self.world.parameters(), lr=t.world_lr, eps=1e-8)
-        replay_kw = dict(storage=t.replay_storage, seed=seed,
+        replay_kw = dict(storage=t.replay_storage, seed=seed, reward_windows=t.reward_windows,
                          scratch_dir=os.path.join(run_dir, "replay")
                          if t.replay_storage == "disk" and self.is_main else None)   # others: private tmp
         if t.num_envs == 1:

@@ -55,11 +55,27 @@ class ContiguousWindowSampler(Sampler):
 
     Window starts are uniform over all positions whose window lies entirely in the written data and
     does not cross the writer's cursor (the seam between the newest and the oldest row).
+
+    `reward_windows` (a share in [0, 1]): that share of each batch's windows (on average) is drawn around
+    a rewarded row instead — a row with next.reward != 0, chosen uniformly among those stored, at a
+    uniform position in its window. The rest stay uniform. With a sparse reward (a goal reached once in
+    thousands of steps) a uniform batch rarely holds one, and the reward head learns it late; with a
+    dense reward every row is rewarded and the windows stay uniform. 0 (or no rewarded row yet): all
+    windows uniform, with the same random draws as a sampler without the option.
     """
 
-    def __init__(self, seq_len: int, writer: RoundRobinWriter, generator: torch.Generator | None = None):
+    def __init__(self, seq_len: int, writer: RoundRobinWriter, generator: torch.Generator | None = None,
+                 reward_windows: float = 0.0):
         self.seq_len = int(seq_len)
         self.writer, self.generator = writer, generator
+        self.reward_windows = float(reward_windows)
+        self.rewarded: torch.Tensor | None = None       # [capacity] bool: row holds next.reward != 0
+
+    def mark(self, index: torch.Tensor, rewarded: torch.Tensor, capacity: int) -> None:
+        """Record which of the rows just written at `index` [n] hold a nonzero reward [n] (bool)."""
+        if self.rewarded is None:
+            self.rewarded = torch.zeros(capacity, dtype=torch.bool)
+        self.rewarded[index.reshape(-1).cpu()] = rewarded.reshape(-1).cpu()
 
     def window_starts(self, storage) -> tuple[int, int, int]:
         """-> (base, number of valid starts, capacity): start s in [0, n) maps to rows (base+s+j) % capacity."""
@@ -76,6 +92,16 @@ class ContiguousWindowSampler(Sampler):
                            "collect more steps before sampling")
         B = batch_size // self.seq_len
         starts = torch.randint(count, (B,), generator=self.generator)
+        k = 0
+        if self.reward_windows > 0 and self.rewarded is not None:   # share x B windows, stochastically rounded
+            k = int(self.reward_windows * B + torch.rand((), generator=self.generator))
+        if k:
+            pos = (torch.nonzero(self.rewarded).reshape(-1) - base) % cap    # rewarded rows, in time order
+            pos = pos[pos < len(storage)]
+            if len(pos):
+                row = pos[torch.randint(len(pos), (k,), generator=self.generator)]
+                offset = torch.randint(self.seq_len, (k,), generator=self.generator)
+                starts[:k] = (row - offset).clamp(0, count - 1)          # the window [start, start+T) holds row
         index = (base + starts[:, None] + torch.arange(self.seq_len)) % cap
         return index.reshape(-1), {"starts": starts}
 
@@ -117,7 +143,10 @@ class EpisodeReplay:
     """Transitions in, [batch_size, seq_len] windows out. See the module docstring for the design."""
 
     def __init__(self, capacity: int, seq_len: int, batch_size: int, storage: str = "memory",
-                 scratch_dir: str | None = None, device="cpu", seed: int | None = None):
+                 scratch_dir: str | None = None, device="cpu", seed: int | None = None, reward_windows: float = 0.0):
+        if not 0.0 <= reward_windows <= 1.0:
+            raise EnvError(f"EpisodeReplay reward_windows is a share of each batch's windows, in [0, 1]; "
+                           f"got {reward_windows!r}")
         for name, v in (("capacity", capacity), ("seq_len", seq_len), ("batch_size", batch_size)):
             if not isinstance(v, int) or v < 1:
                 raise EnvError(f"EpisodeReplay {name} must be a positive int, got {v!r}")
@@ -139,7 +168,7 @@ class EpisodeReplay:
             store = LazyTensorStorage(capacity, device=self.device)
         self.generator = seeded_generator(seed)
         self.writer = RoundRobinWriter()
-        self.sampler = ContiguousWindowSampler(seq_len, self.writer, self.generator)
+        self.sampler = ContiguousWindowSampler(seq_len, self.writer, self.generator, reward_windows)
         self.buffer = ReplayBuffer(storage=store, sampler=self.sampler, writer=self.writer,
                                    generator=self.generator)     # batch size given at each sample()
         self.storage = self.buffer.storage
@@ -178,7 +207,8 @@ class EpisodeReplay:
         if self.device.type != "cpu" or self.storage_kind == "memory":
             rows = rows.to(self.storage.device if self.storage_kind == "memory" else "cpu")
         with _quiet_torchrl(len(self) == 0):                  # the lazy storage initialises on the first write
-            self.buffer.extend(rows)
+            index = self.buffer.extend(rows)
+        self.sampler.mark(index, rows.get(("next", "reward")).reshape(len(rows), -1).ne(0).any(-1), self.capacity)
 
     add = extend
 
@@ -228,6 +258,9 @@ class EpisodeReplay:
             rows = TensorDict.from_dict(state["rows"], batch_size=[n], auto_batch_size=False)
             with _quiet_torchrl(True):
                 self.storage.set(torch.arange(n), rows.to(self.storage.device))
+            self.sampler.mark(torch.arange(n), rows.get(("next", "reward")).reshape(n, -1).ne(0).any(-1), self.capacity)
+        else:
+            self.sampler.rewarded = None
         self.writer.load_state_dict({"_cursor": int(state["cursor"]), "_write_count": int(state["write_count"])})
         self._keys = list(state["keys"]) or None
         self.generator.set_state(state["rng"])
@@ -253,7 +286,7 @@ class LaneReplay:
     """
 
     def __init__(self, num_lanes: int, capacity: int, seq_len: int, batch_size: int, storage: str = "memory",
-                 scratch_dir: str | None = None, device="cpu", seed: int | None = None):
+                 scratch_dir: str | None = None, device="cpu", seed: int | None = None, reward_windows: float = 0.0):
         if not isinstance(num_lanes, int) or num_lanes < 1:
             raise EnvError(f"LaneReplay num_lanes must be a positive int, got {num_lanes!r}")
         if capacity // num_lanes < seq_len:
@@ -262,7 +295,8 @@ class LaneReplay:
         self.num_lanes, self.capacity, self.seq_len, self.batch_size = num_lanes, capacity, seq_len, batch_size
         self.lanes = [EpisodeReplay(capacity // num_lanes, seq_len, batch_size, storage=storage,
                                     scratch_dir=None if scratch_dir is None else os.path.join(scratch_dir, f"lane{i}"),
-                                    device=device, seed=None if seed is None else seed * 1009 + i)
+                                    device=device, seed=None if seed is None else seed * 1009 + i,
+                                    reward_windows=reward_windows)
                       for i in range(num_lanes)]
         self.generator = seeded_generator(seed)
 

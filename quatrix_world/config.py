@@ -150,6 +150,7 @@ class TrainerConfig:
     replay_capacity: int = 100_000
     replay_storage: str = "memory"   # memory | disk
     replay_ratio: float = 0.1        # gradient steps per env step
+    reward_windows: float = 0.0      # share of each batch's windows drawn around a rewarded row (sparse rewards)
     world_lr: float = 1e-3           # 1e-4 learned the sparse MiniGrid reward far too slowly (measured)
     world_grad_clip: float = 100.0
     eval_every: int = 5000
@@ -248,6 +249,9 @@ def validate(cfg: Config) -> Config:
     if cfg.run.cudagraphs and not cfg.run.compile:
         raise ConfigError("run.cudagraphs=true captures the compiled update as CUDA graphs — set run.compile=true "
                           "as well (and run on a GPU)")
+    if not 0.0 <= cfg.trainer.reward_windows <= 1.0:
+        raise ConfigError(f"trainer.reward_windows is a share of each batch's windows, in [0, 1]; got "
+                          f"{cfg.trainer.reward_windows!r} — e.g. --set trainer.reward_windows=0.25")
     for key in ("run.threads", "run.update_threads"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0 (0 = every core), got {flat[key]}")
