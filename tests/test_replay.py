@@ -132,3 +132,53 @@ def test_lane_replay_keeps_lanes_apart():
         r.extend(rows(0, 2, 5))
     with pytest.raises(EnvError, match="raise the capacity"):
         LaneReplay(4, capacity=10, seq_len=T, batch_size=8)
+
+
+def sparse_rows(start, n, rewarded):
+    """rows(start, n) whose reward is 1 only at the global ids in `rewarded`, 0 elsewhere."""
+    td = rows(start, n, episode_len=50)
+    td["next", "reward"] = torch.isin(td["action"], torch.tensor(rewarded, dtype=torch.long))[:, None].float()
+    return td
+
+
+def test_reward_windows_hold_a_rewarded_row_and_respect_the_cursor(tmp_path):
+    with pytest.raises(EnvError, match="reward_windows is a share"):
+        EpisodeReplay(100, 5, 8, reward_windows=1.5)
+    B = 40
+    uniform = EpisodeReplay(60, 5, B, seed=0)
+    biased = EpisodeReplay(60, 5, B, seed=0, reward_windows=0.5)
+    for r in (uniform, biased):
+        r.extend(sparse_rows(0, 50, rewarded=[17]))
+    def share(r, draws=20):            # share of windows holding the rewarded row
+        return torch.stack([r.sample()["next", "reward"].amax((1, 2)) for _ in range(draws)]).mean().item()
+    assert share(uniform) < 0.2                       # 5 of 46 starts hold id 17
+    assert 0.5 <= share(biased) < 0.75                # half drawn around it (+ the uniform half's ~11%)
+    b = biased.sample()
+    assert_contiguous(b)
+    # the row at every window position: row 17 lands anywhere in the window, not only first or last
+    pos = (17 - b["action"][:, 0])[b["next", "reward"].amax((1, 2)) > 0]
+    assert set(pos.tolist()) == set(range(5))
+    # overwritten: rows 0..19 are replaced (ids 60..79), row 17 with them; only uniform windows remain
+    biased.extend(sparse_rows(50, 30, rewarded=[]))
+    b = biased.sample()
+    assert_contiguous(b)
+    assert b["next", "reward"].sum() == 0 and b["action"].min() >= 20
+    # a rewarded row next to the cursor: its windows stay on its side of the seam
+    biased.extend(sparse_rows(80, 3, rewarded=[82]))  # newest row, id 82
+    for _ in range(5):
+        b = biased.sample()
+        assert_contiguous(b)
+        assert b["next", "reward"].amax((1, 2)).mean() >= 0.3
+    # exact resume rebuilds which rows are rewarded from the stored rows
+    torch.save(biased.state_dict(), tmp_path / "replay.pt")
+    expected = biased.sample()
+    again = EpisodeReplay(60, 5, B, seed=7, reward_windows=0.5)
+    again.load_state_dict(torch.load(tmp_path / "replay.pt", weights_only=True))
+    assert (again.sample() == expected).all()
+
+
+def test_reward_windows_off_draws_as_before():
+    a, b = EpisodeReplay(50, 4, 16, seed=3), EpisodeReplay(50, 4, 16, seed=3, reward_windows=0.0)
+    for r in (a, b):
+        r.extend(sparse_rows(0, 30, rewarded=[9]))
+    assert all((a.sample() == b.sample()).all() for _ in range(3))
