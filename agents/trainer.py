@@ -240,8 +240,14 @@ class Trainer:
 
     def collect_step(self) -> list:
         """One env step (one in each lane with num_envs > 1) -> [(return, length)] of finished episodes.
-        Random actions during the prefill, the agent's afterwards."""
-        return self.collector.step(random=self.step < self.cfg.trainer.prefill)
+        Random actions during the prefill, the agent's afterwards, except that with probability
+        `trainer.random_actions` a step (all lanes of it) still acts at random: exploration in the
+        real env only — imagination and evaluation use the policy alone."""
+        t = self.cfg.trainer
+        random = self.step < t.prefill
+        if not random and t.random_actions > 0:
+            random = bool(torch.rand((), generator=self.gen) < t.random_actions)
+        return self.collector.step(random=random)
 
     # ------------------------------------------------------------------ learning
 

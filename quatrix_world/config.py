@@ -151,6 +151,7 @@ class TrainerConfig:
     replay_storage: str = "memory"   # memory | disk
     replay_ratio: float = 0.1        # gradient steps per env step
     reward_windows: float = 0.0      # share of each batch's windows drawn around a rewarded row (sparse rewards)
+    random_actions: float = 0.0      # after the prefill: probability that a collected step acts at random
     world_lr: float = 1e-3           # 1e-4 learned the sparse MiniGrid reward far too slowly (measured)
     world_grad_clip: float = 100.0
     eval_every: int = 5000
@@ -249,6 +250,9 @@ def validate(cfg: Config) -> Config:
     if cfg.run.cudagraphs and not cfg.run.compile:
         raise ConfigError("run.cudagraphs=true captures the compiled update as CUDA graphs — set run.compile=true "
                           "as well (and run on a GPU)")
+    if not 0.0 <= cfg.trainer.random_actions < 1.0:
+        raise ConfigError(f"trainer.random_actions is the probability of a random action while collecting, in "
+                          f"[0, 1); got {cfg.trainer.random_actions!r} — e.g. --set trainer.random_actions=0.1")
     if not 0.0 <= cfg.trainer.reward_windows <= 1.0:
         raise ConfigError(f"trainer.reward_windows is a share of each batch's windows, in [0, 1]; got "
                           f"{cfg.trainer.reward_windows!r} — e.g. --set trainer.reward_windows=0.25")

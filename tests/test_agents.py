@@ -331,3 +331,15 @@ def test_feature_linear_by_index_equals_the_dense_linear():
         assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(results[0][0], lin(dense), atol=1e-5)
     assert torch.equal(layer.weight, lin.weight) and layer.state_dict().keys() == lin.state_dict().keys()
+
+
+def test_random_actions_explore_while_collecting_only(tmp_path, monkeypatch):
+    """trainer.random_actions: after the prefill, that share of collected steps acts at random (0: none)."""
+    for share, (lo, hi) in ((0.3, (0.2, 0.4)), (0.0, (0.0, 0.0))):
+        tr = prefilled_trainer(tmp_path / f"run{share}", ["trainer.prefill=20", f"trainer.random_actions={share}"])
+        calls = []
+        real = tr.collector.step
+        monkeypatch.setattr(tr.collector, "step", lambda random=False: calls.append(random) or real(random=random))
+        for _ in range(150):
+            tr.collect_step()
+        assert lo <= sum(calls) / len(calls) <= hi, (share, sum(calls))

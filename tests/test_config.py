@@ -51,6 +51,7 @@ def test_all_shipped_configs_load():
     ("agent.entropy_max_ratio=0.5", "agent.entropy_max_ratio >= 1"),
     ("run.threads=-2", "run.threads must be >= 0"),
     ("trainer.reward_windows=1.5", "trainer.reward_windows is a share of each batch's windows, in [0, 1]"),
+    ("trainer.random_actions=1", "trainer.random_actions is the probability of a random action while collecting"),
     ("trainer.reward_windows=-0.1", "trainer.reward_windows is a share of each batch's windows, in [0, 1]"),
     ("model.mixer=mha", "unknown key 'model.mixer'"),
     ("agent.horizon=40", "agent.context_len + agent.horizon (8+40) must be <= trainer.seq_len (32)"),
