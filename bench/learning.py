@@ -51,12 +51,13 @@ def run_one(config: str, agent: str, seed: int, extra: list[str], run_root: str,
     os.makedirs(run_dir, exist_ok=True)
     t0 = time.time()
     trainer = Trainer(cfg, run_dir, quiet=True, force=True)       # a rerun replaces the seed's run
-    trainer.train()
+    summary = trainer.train()
     steps, secs = first_crossing(trainer.eval_history, threshold)
-    last = trainer.eval_history[-1]
+    last = trainer.eval_history[-1] if trainer.eval_history else {}
     return {"steps_to_threshold": steps, "seconds_to_threshold": secs, "threshold": threshold,
-            "final_return": last.get("eval/return"), "final_return_sampled": last["eval/return_sampled"],
-            "total_steps": cfg.trainer.total_steps, "wall_seconds": round(time.time() - t0, 1),
+            "final_return": last.get("eval/return"), "final_return_sampled": last.get("eval/return_sampled"),
+            "total_steps": cfg.trainer.total_steps, "steps_run": summary["step"],
+            "interrupted": summary["interrupted"], "wall_seconds": round(time.time() - t0, 1),
             "history": trainer.eval_history}
 
 
@@ -77,9 +78,12 @@ def main() -> None:
         r = run_one(a.env, a.agent, seed, a.set, a.runs)
         results.setdefault(a.env, {}).setdefault(a.agent, {})[str(seed)] = r
         print(f"{a.env} {a.agent} seed {seed}: steps to {r['threshold']} = {r['steps_to_threshold']} "
-              f"({r['seconds_to_threshold']} s), final {r['final_return']:.3f}/{r['final_return_sampled']:.3f}",
+              f"({r['seconds_to_threshold']} s), final {r['final_return']}/{r['final_return_sampled']}",
               flush=True)
         write_json(results, a.out)
+        if r["interrupted"]:            # Ctrl-C / SIGTERM: this seed stopped at steps_run; no further seeds
+            print(f"interrupted at {r['steps_run']} env steps; the remaining seeds did not run", flush=True)
+            break
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_ablation_and_learning_quick(tmp_path):
     out = tmp_path / "learning.json"
     run("bench/learning.py", "--quick", "--out", str(out), "--runs", str(tmp_path / "runs"))
     r = json.loads(out.read_text())["debug"]["actor_critic"]["0"]
-    assert r["history"] and r["total_steps"] == 300
+    assert r["history"] and r["total_steps"] == r["steps_run"] == 300 and r["interrupted"] is False
 
 
 def test_collect_quick(tmp_path):
