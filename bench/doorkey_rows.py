@@ -41,11 +41,10 @@ def where(grid, kind: str) -> tuple[int, int]:
 
 
 def turn(d: int, want: int) -> tuple[list, int]:
-    acts = []
-    while d != want:
-        acts.append(RIGHT)
-        d = (d + 1) % 4
-    return acts, d
+    """The shortest turn from direction d to `want` (0 east, 1 south, 2 west, 3 north; right = +1)."""
+    if (want - d) % 4 == 3:
+        return [LEFT], want
+    return [RIGHT] * ((want - d) % 4), want
 
 
 def scripted_path(u) -> tuple[list, list]:
