@@ -177,8 +177,13 @@ def test_reward_windows_hold_a_rewarded_row_and_respect_the_cursor(tmp_path):
     assert (again.sample() == expected).all()
 
 
-def test_reward_windows_off_draws_as_before():
-    a, b = EpisodeReplay(50, 4, 16, seed=3), EpisodeReplay(50, 4, 16, seed=3, reward_windows=0.0)
-    for r in (a, b):
+def test_reward_windows_off_draws_uniform_starts_as_before():
+    """reward_windows=0: the window starts are exactly the uniform draws of the replay's seeded generator
+    (so runs without the option are unchanged); with it on, the draws differ."""
+    from envs.replay import seeded_generator
+    for share, same in ((0.0, True), (0.25, False)):
+        r = EpisodeReplay(50, 4, 16, seed=3, reward_windows=share)
         r.extend(sparse_rows(0, 30, rewarded=[9]))
-    assert all((a.sample() == b.sample()).all() for _ in range(3))
+        g = seeded_generator(3)
+        got = [torch.equal(r.sample()["action"][:, 0], torch.randint(27, (16,), generator=g)) for _ in range(2)]
+        assert all(got) == same, (share, got)
