@@ -71,11 +71,12 @@ class ContiguousWindowSampler(Sampler):
         self.reward_windows = float(reward_windows)
         self.rewarded: torch.Tensor | None = None       # [capacity] bool: row holds next.reward != 0
 
-    def mark(self, index: torch.Tensor, rewarded: torch.Tensor, capacity: int) -> None:
-        """Record which of the rows just written at `index` [n] hold a nonzero reward [n] (bool)."""
+    def mark(self, index: torch.Tensor, rows: TensorDictBase, capacity: int) -> None:
+        """Record which of the rows [n] just written at `index` [n] hold a nonzero next.reward."""
         if self.rewarded is None:
             self.rewarded = torch.zeros(capacity, dtype=torch.bool)
-        self.rewarded[index.reshape(-1).cpu()] = rewarded.reshape(-1).cpu()
+        rewarded = rows.get(("next", "reward")).reshape(len(index), -1).ne(0).any(-1)
+        self.rewarded[index.reshape(-1).cpu()] = rewarded.cpu()
 
     def window_starts(self, storage) -> tuple[int, int, int]:
         """-> (base, number of valid starts, capacity): start s in [0, n) maps to rows (base+s+j) % capacity."""
@@ -208,7 +209,7 @@ class EpisodeReplay:
             rows = rows.to(self.storage.device if self.storage_kind == "memory" else "cpu")
         with _quiet_torchrl(len(self) == 0):                  # the lazy storage initialises on the first write
             index = self.buffer.extend(rows)
-        self.sampler.mark(index, rows.get(("next", "reward")).reshape(len(rows), -1).ne(0).any(-1), self.capacity)
+        self.sampler.mark(index, rows, self.capacity)
 
     add = extend
 
@@ -258,7 +259,7 @@ class EpisodeReplay:
             rows = TensorDict.from_dict(state["rows"], batch_size=[n], auto_batch_size=False)
             with _quiet_torchrl(True):
                 self.storage.set(torch.arange(n), rows.to(self.storage.device))
-            self.sampler.mark(torch.arange(n), rows.get(("next", "reward")).reshape(n, -1).ne(0).any(-1), self.capacity)
+            self.sampler.mark(torch.arange(n), rows, self.capacity)
         else:
             self.sampler.rewarded = None
         self.writer.load_state_dict({"_cursor": int(state["cursor"]), "_write_count": int(state["write_count"])})
