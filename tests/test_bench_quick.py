@@ -152,17 +152,21 @@ def test_image_loss_bench_scores_each_channel(tmp_path):
 
 
 def test_doorkey_rows_counts_each_door_row(tmp_path):
-    """bench/doorkey_rows.py on a tiny DoorKey-5x5 run: every episode lands in door row 1 or 2; an
-    Empty-6x6 run is refused with one line."""
+    """bench/doorkey_rows.py on a tiny DoorKey-5x5 run: every episode lands in door row 1 or 2, imagined
+    wins are counted per started branch; an Empty-6x6 run is refused with one line."""
     import agents
     dk = tmp_path / "dk"
     agents.train("debug.yaml", run_dir=str(dk), overrides=["env.id=MiniGrid-DoorKey-5x5-v0", "trainer.total_steps=120",
                                                            "trainer.eval_every=1000", "run.dir=" + str(tmp_path)])
     out = tmp_path / "rows.json"
-    run("bench/doorkey_rows.py", str(dk), "--episodes", "4", "--out", str(out))
+    run("bench/doorkey_rows.py", str(dk), "--episodes", "4", "--imagine", "3", "--out", str(out))
     rows = json.loads(out.read_text())[str(dk)]
     assert set(rows) <= {"1", "2"} and sum(r["episodes"] for r in rows.values()) == 4
     assert all(0 <= r["solved"] <= r["episodes"] for r in rows.values())
+    imagined = [r["imagined"] for r in rows.values() if "imagined" in r]
+    assert sum(r["starts"] for r in imagined) >= 1          # an untrained policy does not finish in the context
+    assert all(r["branches"] == 3 * r["starts"] and 0 <= r["real_wins"] <= r["imagined_wins"] <= r["branches"]
+               for r in imagined)
     empty = tmp_path / "empty"
     agents.train("debug.yaml", run_dir=str(empty), overrides=["trainer.total_steps=120", "trainer.eval_every=1000"])
     r = run("bench/doorkey_rows.py", str(empty), "--episodes", "1", ok=False)
