@@ -11,8 +11,8 @@ scores about half of the threshold's 0.9.
 With --imagine G it also asks whether the world model's imagined wins are real, per door row: after
 `agent.context_len` real steps of each episode, the actor imagines G branches of `agent.horizon` steps
 (as in training); every branch whose predicted reward (weighted by the predicted continuation) sums
-to more than 0.5 is an imagined win, and its actions are replayed in the real env from the same state
-(MiniGrid is deterministic given the reset seed). A win the env does not give is the model's error
+to more than 0.5 is an imagined win, and its actions up to the step where that sum passed 0.5 are replayed
+in the real env from the same state (MiniGrid is deterministic given the reset seed). A win the env does not give is the model's error
 that the actor learns from.
 """
 from __future__ import annotations
@@ -76,8 +76,12 @@ def imagined_wins_by_row(run, episodes: int, group: int) -> dict:
         context = [int(a) for a in ep["actions"]]
         state = run.world.observe(episode_batch(ep, k, run.world), sample=False)
         traj = run.world.imagine(state, run.agent.actor, horizon, group_size=group)     # [G, H]
-        wins = ((traj["reward"] * traj["weight"]).sum(1) > 0.5).nonzero().flatten().tolist()
-        real = sum(real_return(run.cfg.env.id, seed, context + traj["action"][g].tolist()) > 0 for g in wins)
+        gained = (traj["reward"] * traj["weight"]).cumsum(1)                           # [G, H]
+        wins = (gained[:, -1] > 0.5).nonzero().flatten().tolist()
+        # each win's actions up to the step where its predicted reward passed 0.5
+        ends = [int((gained[g] > 0.5).nonzero()[0]) + 1 for g in wins]
+        real = sum(real_return(run.cfg.env.id, seed, context + traj["action"][g, :n].tolist()) > 0
+                   for g, n in zip(wins, ends))
         r = rows.setdefault(str(where(u.grid, "door")[1]), {"starts": 0, "imagined_wins": 0, "real_wins": 0})
         r["starts"] += 1
         r["imagined_wins"] += len(wins)
@@ -100,6 +104,7 @@ def main() -> None:
         run = load(path, seed=0)
         if not run.cfg.env.id.startswith("MiniGrid-DoorKey-5x5"):
             sys.exit(f"{path} is a {run.cfg.env.id} run; this probe reads MiniGrid-DoorKey-5x5 layouts")
+        torch.manual_seed(0)                    # the sampled actions and latents: the same draws on a rerun
         results[path] = policy_by_row(run, a.episodes)
         print(path, "  ".join(f"door row {row}: solved {r['solved']}/{r['episodes']}"
                               for row, r in results[path].items()), flush=True)
