@@ -22,6 +22,7 @@ import os
 import sys
 
 import gymnasium as gym
+import minigrid  # noqa: F401  (registers the MiniGrid ids with gymnasium)
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -149,6 +150,25 @@ def test_image_loss_bench_scores_each_channel(tmp_path):
             assert r["channels"][3]["lit_per_frame"] > 10    # the bricks
             for c in r["channels"]:
                 assert 0 <= c["recall"] <= 1 and 0 <= c["precision"] <= 1
+
+
+def test_doorkey_rows_real_return_replays_from_the_seeded_layout():
+    """The real-env replay behind `--imagine`: DoorKey-5x5 reset with seed 1 puts the agent at (1, 2) facing
+    the key at (1, 3), the door at (2, 2): pick up, turn, toggle, through, down to the goal. Without the
+    toggle the locked door blocks the way; another seed's layout does not fit these moves."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("doorkey_rows", os.path.join("bench", "doorkey_rows.py"))
+    saved = list(sys.path)
+    dr = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(dr)
+    finally:
+        sys.path[:] = saved
+    env, path = "MiniGrid-DoorKey-5x5-v0", [3, 0, 5, 2, 2, 1, 2]     # pickup, left, toggle, fwd, fwd, right, fwd
+    assert dr.real_return(env, 1, path) == pytest.approx(1 - 0.9 * 7 / 250)
+    assert dr.real_return(env, 1, path + [2, 2]) == pytest.approx(1 - 0.9 * 7 / 250)   # stops at the goal
+    assert dr.real_return(env, 1, [3, 0, 2, 2, 1, 2]) == 0.0
+    assert dr.real_return(env, 0, path) == 0.0
 
 
 def test_doorkey_rows_counts_each_door_row(tmp_path):
