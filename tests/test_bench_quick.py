@@ -11,6 +11,20 @@ import torch
 ENV = dict(os.environ, PYTHONWARNINGS="ignore")
 
 
+def bench_module(name: str):
+    """bench/<name>.py loaded as a module, with sys.path left as it was (bench/envs.py must not shadow
+    envs/ for later tests)."""
+    import importlib.util
+    saved = list(sys.path)
+    spec = importlib.util.spec_from_file_location(name, os.path.join("bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
+
+
 def run(*args, ok=True):
     r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=900)
     assert (r.returncode == 0) == ok, r.stderr[-3000:]
@@ -102,14 +116,7 @@ def test_mixer_bad_arguments_name_the_fix(tmp_path):
 def test_suites_bench_ppo_on_minatar_channels(tmp_path):
     """PPO gets MinAtar's preprocessed channels as float [C, 10, 10] and MinAtar's small network;
     runs are merged into one file and skipped when present."""
-    import importlib.util                     # load bench/suites.py, then leave sys.path as it was (bench/envs.py
-    saved = list(sys.path)                    # must not shadow envs/ for later tests)
-    spec = importlib.util.spec_from_file_location("suites", os.path.join("bench", "suites.py"))
-    suites = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(suites)
-    finally:
-        sys.path[:] = saved
+    suites = bench_module("suites")
     env = suites.ppo_env("MinAtar/Breakout-v1")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4, 10, 10) and obs.dtype == "float32" and set(obs.ravel()) <= {0.0, 1.0} and obs.sum() > 0
@@ -156,14 +163,7 @@ def test_doorkey_rows_real_return_replays_from_the_seeded_layout():
     """The real-env replay behind `--imagine`: DoorKey-5x5 reset with seed 1 puts the agent at (1, 2) facing
     the key at (1, 3), the door at (2, 2): pick up, turn, toggle, through, down to the goal. Without the
     toggle the locked door blocks the way; another seed's layout does not fit these moves."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("doorkey_rows", os.path.join("bench", "doorkey_rows.py"))
-    saved = list(sys.path)
-    dr = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(dr)
-    finally:
-        sys.path[:] = saved
+    dr = bench_module("doorkey_rows")
     env, path = "MiniGrid-DoorKey-5x5-v0", [3, 0, 5, 2, 2, 1, 2]     # pickup, left, toggle, fwd, fwd, right, fwd
     assert dr.real_return(env, 1, path) == pytest.approx(1 - 0.9 * 7 / 250)
     assert dr.real_return(env, 1, path + [2, 2]) == pytest.approx(1 - 0.9 * 7 / 250)   # stops at the goal
