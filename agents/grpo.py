@@ -4,7 +4,8 @@ From each start state, branch G rollouts through the same KV cache (`world.imagi
 group_size=G)`), score each by its discounted imagined return (optionally bootstrapped by the
 critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
 that rollout (the std has a floor, `agent.grpo_std_floor`, so prediction noise is not amplified
-into unit-size advantages). Then a PPO-style clipped ratio loss for `agent.epochs` passes, an
+into unit-size advantages); or, with `agent.grpo_advantage: return_scale`, (R - mean_group) over
+the scores' percentile range floored at 1, as actor-critic scales its advantages. Then a PPO-style clipped ratio loss for `agent.epochs` passes, an
 entropy bonus (raised while the entropy is below a floor: common.EntropyScale), an optional KL to
 a slow reference policy, and steps after a predicted termination masked by the continue probability. The critic (same as actor-critic's) is trained on λ-returns
 once per update (the first pass); it only serves the bootstrap.
@@ -43,13 +44,25 @@ class GRPO(AgentBase):
         if cfg.bootstrap:
             score = score + cfg.discount ** H * weight[:, -1] * traj["cont"][:, -1] * next_value[:, -1]
         grouped = score.reshape(N, G)
-        # std_floor: imagined returns are continuous and a little noisy; without a floor, groups
-        # whose rollouts differ only by prediction noise (1e-6) would get unit-size advantages.
-        adv = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + cfg.grpo_std_floor)
+        adv = self.advantages(grouped)
         returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
         return {"feat": feat, "action": traj["action"], "weight": weight, "old_logp": traj["logp"],
                 "reward": traj["reward"], "returns": returns, "value": value, "score": score, "grouped": grouped,
                 "adv": adv.reshape(N * G, 1).expand(-1, H)}
+
+    def advantages(self, grouped: torch.Tensor) -> torch.Tensor:
+        """The group-relative advantages of the scores [N, G] of N groups of G rollouts.
+
+        group_std (GRPO's): (R - mean_group) / (std_group + grpo_std_floor). The floor keeps groups whose
+          rollouts differ only by prediction noise (1e-6) from getting unit-size advantages.
+        return_scale: (R - mean_group) / max(1, P95 - P5), the percentile range of the scores (an EMA,
+          actor-critic's ReturnNorm). No per-group std (as Dr. GRPO): one success in a group of
+          failures gets its return's difference, not a unit-size push, so the entropy bonus can hold.
+        """
+        centred = grouped - grouped.mean(1, keepdim=True)
+        if self.cfg.grpo_advantage == "return_scale":
+            return centred / self.retnorm(grouped)
+        return centred / (grouped.std(1, keepdim=True) + self.cfg.grpo_std_floor)
 
     def losses(self, b: dict, epoch: int = 0) -> tuple[dict, dict]:
         cfg, feat, weight, adv = self.cfg, b["feat"], b["weight"], b["adv"]

@@ -139,6 +139,8 @@ class AgentConfig:
     bootstrap: bool = True
     grpo_entropy: float = 1e-3
     grpo_std_floor: float = 0.05     # added to the group std: differences below it are noise
+    grpo_advantage: str = "group_std"  # group_std: (R - mean) / (std + floor) | return_scale: (R - mean) /
+                                     # max(1, P95 - P5 of the scores), no per-group std (agents/grpo.py)
 
 
 @dataclass
@@ -208,6 +210,7 @@ _CHOICES = {
     "trainer.replay_storage": ("memory", "disk"),
     "run.precision": ("auto", "fp32", "bf16"),
     "agent.actor_grad": ("reinforce", "dynamics", "auto"),
+    "agent.grpo_advantage": ("group_std", "return_scale"),
     "world.encoder.image_loss": ("mse", "binary"),
 }
 

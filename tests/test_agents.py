@@ -139,6 +139,26 @@ def test_grpo_advantages_are_group_relative():
     assert (adv.std(1) < 1.0).all()                          # the std floor shrinks them below unit size
 
 
+def test_grpo_advantage_modes():
+    act = {"kind": "discrete", "n": 3}
+    # two groups of four: one success among failures, and four rollouts equal up to prediction noise
+    grouped = torch.tensor([[0.9, 0.0, 0.0, 0.0], [0.2, 0.2 + 1e-6, 0.2, 0.2 - 1e-6]])
+    centred = grouped - grouped.mean(1, keepdim=True)
+    std = GRPO(AgentConfig(kind="grpo", group_size=4), F, act)
+    adv = std.advantages(grouped)
+    assert adv[0, 0] == pytest.approx(0.675 / (0.45 + 0.05))             # std of [0.9, 0, 0, 0] = 0.45
+    assert adv[1].abs().max() < 1e-4                                     # noise stays noise (the floor)
+    scaled = GRPO(AgentConfig(kind="grpo", group_size=4, grpo_advantage="return_scale"), F, act)
+    assert torch.allclose(scaled.advantages(grouped), centred)           # percentile range < 1: scale 1
+    assert scaled.advantages(grouped)[0, 0] == pytest.approx(0.675)     # no per-group std: no unit-size push
+    big = torch.tensor([[30.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0]])
+    rng = torch.quantile(big.flatten(), 0.95) - torch.quantile(big.flatten(), 0.05)    # 21.25
+    fresh = GRPO(AgentConfig(kind="grpo", group_size=4, grpo_advantage="return_scale"), F, act)
+    assert torch.allclose(fresh.advantages(big), (big - big.mean(1, keepdim=True)) / rng)  # first call: its own range
+    with pytest.raises(Exception, match="agent.grpo_advantage must be one of group_std, return_scale"):
+        load_config(["default.yaml"], ["agent.grpo_advantage=std"])
+
+
 def test_losses_name_the_terms_the_loop_steps():
     act = {"kind": "discrete", "n": 3}
     ac = ActorCritic(AgentConfig(hidden_size=16), F, act)
