@@ -5,7 +5,10 @@ group_size=G)`), score each by its discounted imagined return (optionally bootst
 critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
 that rollout (the std has a floor, `agent.grpo_std_floor`, so prediction noise is not amplified
 into unit-size advantages); or, with `agent.grpo_advantage: return_scale`, (R - mean_group) over
-the scores' percentile range floored at 1, as actor-critic scales its advantages. Then a PPO-style clipped ratio loss for `agent.epochs` passes, an
+the scores' percentile range floored at 1, as actor-critic scales its advantages. With
+`agent.grpo_critic_mix` = m > 0 each step's advantage is (1 - m) x that + m x (λ-return_t - v(s_t)) /
+scale: the group gives the rollout's credit, the critic the step's (a key picked up 20 steps before
+the goal is credited once the critic values holding it). Then a PPO-style clipped ratio loss for `agent.epochs` passes, an
 entropy bonus (raised while the entropy is below a floor: common.EntropyScale), an optional KL to
 a slow reference policy, and steps after a predicted termination masked by the continue probability. The critic (same as actor-critic's) is trained on λ-returns
 once per update (the first pass); it only serves the bootstrap.
@@ -44,11 +47,14 @@ class GRPO(AgentBase):
         if cfg.bootstrap:
             score = score + cfg.discount ** H * weight[:, -1] * traj["cont"][:, -1] * next_value[:, -1]
         grouped = score.reshape(N, G)
-        adv = self.advantages(grouped)
+        adv = self.advantages(grouped).reshape(N * G, 1).expand(-1, H)       # [N*G, H]: one per rollout
         returns = lambda_returns(traj["reward"], traj["cont"], next_value, cfg.discount, cfg.lambda_)
+        if cfg.grpo_critic_mix > 0:     # per-step credit: λ-return minus the critic's value, as actor-critic
+            scale = self.retnorm.scale.clamp(min=1.0) if cfg.grpo_advantage == "return_scale" else self.retnorm(returns)
+            adv = (1 - cfg.grpo_critic_mix) * adv + cfg.grpo_critic_mix * (returns - value) / scale
         return {"feat": feat, "action": traj["action"], "weight": weight, "old_logp": traj["logp"],
                 "reward": traj["reward"], "returns": returns, "value": value, "score": score, "grouped": grouped,
-                "adv": adv.reshape(N * G, 1).expand(-1, H)}
+                "adv": adv}
 
     def advantages(self, grouped: torch.Tensor) -> torch.Tensor:
         """The group-relative advantages of the scores [N, G] of N groups of G rollouts.

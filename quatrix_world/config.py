@@ -141,6 +141,7 @@ class AgentConfig:
     grpo_std_floor: float = 0.05     # added to the group std: differences below it are noise
     grpo_advantage: str = "group_std"  # group_std: (R - mean) / (std + floor) | return_scale: (R - mean) /
                                      # max(1, P95 - P5 of the scores), no per-group std (agents/grpo.py)
+    grpo_critic_mix: float = 0.0     # share of each step's advantage from λ-return - critic value (0 = GRPO's alone)
 
 
 @dataclass
@@ -256,6 +257,9 @@ def validate(cfg: Config) -> Config:
     if not 0.0 <= cfg.trainer.random_actions < 1.0:
         raise ConfigError(f"trainer.random_actions is the probability of a random action while collecting, in "
                           f"[0, 1); got {cfg.trainer.random_actions!r} — e.g. --set trainer.random_actions=0.1")
+    if not 0.0 <= cfg.agent.grpo_critic_mix <= 1.0:
+        raise ConfigError(f"agent.grpo_critic_mix is the critic's share of GRPO's advantage, in [0, 1]; got "
+                          f"{cfg.agent.grpo_critic_mix!r} — e.g. --set agent.grpo_critic_mix=0.5")
     if not 0.0 <= cfg.trainer.reward_windows <= 1.0:
         raise ConfigError(f"trainer.reward_windows is a share of each batch's windows, in [0, 1]; got "
                           f"{cfg.trainer.reward_windows!r} — e.g. --set trainer.reward_windows=0.25")

@@ -42,6 +42,8 @@ def test_all_shipped_configs_load():
     ("agent.group_size=0", "agent.group_size must be > 0"),
     ("trainer.replay_ratio=0", "trainer.replay_ratio must be > 0"),
     ("agent.kind=ppo", "agent.kind must be one of actor_critic, grpo"),
+    ("agent.grpo_advantage=std", "agent.grpo_advantage must be one of group_std, return_scale"),
+    ("agent.grpo_critic_mix=1.5", "agent.grpo_critic_mix is the critic's share of GRPO's advantage, in [0, 1]"),
     ("batch_size", "must look like key=value"),
     ("trainer.world_lr=.nan", "trainer.world_lr must be a finite number"),
     ("trainer.replay_ratio=.inf", "trainer.replay_ratio must be a finite number"),

@@ -416,6 +416,32 @@ def test_rollout_value_is_the_slow_critics_value_of_each_imagined_state(kind):
     assert torch.allclose(losses["loss_critic"], ref, rtol=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["group_std", "return_scale"])
+def test_grpo_critic_mix_adds_each_steps_critic_advantage(norm):
+    # agent.grpo_critic_mix = m: advantage = (1 - m) x the rollout's group advantage + m x (R_t - v_t) / scale
+    from agents import build_agent
+    from quatrix_world.config import AgentConfig
+    w = small_world()
+    out = {}
+    for mix in (0.0, 0.25, 1.0):
+        agent = build_agent(AgentConfig(kind="grpo", hidden_size=16, horizon=4, group_size=3, grpo_advantage=norm,
+                                        grpo_critic_mix=mix), w.feat_dim, ACT)
+        torch.manual_seed(0)
+        for p in list(agent.slow_critic.parameters()) + list(agent.actor.parameters()):
+            torch.nn.init.normal_(p, std=0.5)
+        agent.retnorm.scale = torch.tensor(4.0)                    # an EMA already above its floor of 1
+        torch.manual_seed(1)
+        out[mix] = agent.rollout(w, w.observe(episode_batch()))
+    group, critic = out[0.0], out[1.0]
+    assert torch.equal(group["returns"], critic["returns"]) and torch.equal(group["value"], critic["value"])
+    step = critic["adv"]
+    assert not torch.allclose(step[:, 0:1].expand_as(step), step)                  # it varies along the rollout
+    seen = (group["score"] if norm == "return_scale" else group["returns"]).flatten()   # what the scale observed
+    expected_scale = 0.99 * 4.0 + 0.01 * (torch.quantile(seen, 0.95) - torch.quantile(seen, 0.05))
+    assert torch.allclose(step, (critic["returns"] - critic["value"]) / expected_scale, atol=1e-6)
+    assert torch.allclose(out[0.25]["adv"], 0.75 * group["adv"] + 0.25 * step, atol=1e-6)
+
+
 def test_imagined_z_index_is_the_class_of_each_imagined_latent():
     w = small_world()
     traj = w.imagine(w.observe(episode_batch()), uniform_policy, horizon=5, group_size=2)
