@@ -9,6 +9,7 @@ YAML is read with yaml.safe_load only (python tags are refused).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -466,17 +467,35 @@ def apply_override(data: dict, key: str, value: Any) -> dict:
     return data
 
 
+AGENT_KINDS = ("actor_critic", "grpo")
+
+
 def load_config(paths: list | None = None, overrides: list[str] | None = None) -> Config:
     """Layers in order — each a YAML file (a path, or a shipped config's name) or a dict of the same
-    nested shape — then "key=value" overrides."""
+    nested shape — then "key=value" overrides.
+
+    A layer may also hold a section per agent kind (`grpo:`, `actor_critic:`) of `agent` settings for
+    that kind only: it is merged into `agent` right after its own layer when the run's final
+    `agent.kind` (after every layer and override) is that kind. So one task config can tune both agents."""
+    parsed = [parse_override(item) for item in overrides or []]
+    layers = [copy.deepcopy(p) if isinstance(p, dict) else read_yaml(p) for p in paths or []]
+    kind = AgentConfig.kind
+    for layer in layers:
+        if isinstance(layer.get("agent"), dict) and "kind" in layer["agent"]:
+            kind = layer["agent"]["kind"]
+    kind = next((v for k, v in reversed(parsed) if k == "agent.kind"), kind)
     data: dict = {}
-    for p in paths or []:
-        if isinstance(p, dict):
-            data = _merge(data, p)
-        else:
-            data = _merge(data, read_yaml(p))
-    for item in overrides or []:
-        data = apply_override(data, *parse_override(item))
+    for layer in layers:
+        sections = {k: layer.pop(k) for k in AGENT_KINDS if k in layer}
+        for k, section in sections.items():
+            if not isinstance(section, dict):
+                raise ConfigError(f"'{k}' must be a mapping of agent settings for agent.kind={k} "
+                                  f"(e.g. '{k}: {{starts: 16}}'), got {type(section).__name__}")
+        data = _merge(data, layer)
+        if kind in sections:
+            data = _merge(data, {"agent": sections[kind]})
+    for key, value in parsed:
+        data = apply_override(data, key, value)
     return validate(from_dict(data))
 
 

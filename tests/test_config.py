@@ -19,6 +19,29 @@ def test_layering_and_overrides(tmp_path):
     assert cfg.world.encoder.kinds == {"pixels": "image"}
 
 
+def test_agent_kind_sections_apply_to_that_kind_only(tmp_path):
+    task = {"agent": {"horizon": 12, "starts": 40}, "grpo": {"starts": 16, "epochs": 3},
+            "actor_critic": {"entropy": 1e-3}}
+    ac = load_config(["default.yaml", task])
+    assert (ac.agent.starts, ac.agent.epochs, ac.agent.entropy, ac.agent.horizon) == (40, 2, 1e-3, 12)
+    grpo = load_config(["default.yaml", task], ["agent.kind=grpo"])                 # the kind from --set
+    assert (grpo.agent.starts, grpo.agent.epochs, grpo.agent.entropy, grpo.agent.horizon) == (16, 3, 3e-4, 12)
+    assert load_config(["default.yaml", task, {"agent": {"kind": "grpo"}}]).agent.starts == 16   # from a later layer
+    assert load_config(["default.yaml", task, {"agent": {"starts": 8}}], ["agent.kind=grpo"]).agent.starts == 8
+    assert load_config(["default.yaml", task], ["agent.kind=grpo", "agent.starts=4"]).agent.starts == 4   # --set wins
+    assert task["grpo"] == {"starts": 16, "epochs": 3}                              # the caller's dict is untouched
+    assert config_from_yaml_text(to_yaml(grpo)) == grpo                             # saved resolved, no sections
+    f = tmp_path / "bad.yaml"
+    f.write_text("grpo: 16\n")
+    with pytest.raises(ConfigError, match="'grpo' must be a mapping of agent settings for agent.kind=grpo"):
+        load_config(["default.yaml", str(f)])
+    with pytest.raises(ConfigError, match="agent.startz"):
+        load_config(["default.yaml", {"grpo": {"startz": 16}}], ["agent.kind=grpo"])
+    doorkey = load_config(["default.yaml", "minigrid_doorkey.yaml"], ["agent.kind=grpo"])
+    assert (doorkey.agent.grpo_advantage, load_config(["default.yaml", "minigrid_doorkey.yaml"]).agent.starts) \
+        == ("return_scale", 64)
+
+
 def test_round_trip():
     cfg = load_config(["default.yaml", "debug.yaml"], ["seed=7"])
     assert config_from_yaml_text(to_yaml(cfg)) == cfg
