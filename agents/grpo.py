@@ -5,13 +5,15 @@ group_size=G)`), score each by its discounted imagined return (optionally bootst
 critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
 that rollout (the std has a floor, `agent.grpo_std_floor`, so prediction noise is not amplified
 into unit-size advantages); or, with `agent.grpo_advantage: return_scale`, (R - mean_group) over
-the scores' percentile range floored at 1, as actor-critic scales its advantages. With
-`agent.grpo_critic_mix` = m > 0 each step's advantage is (1 - m) x that + m x (λ-return_t - v(s_t)) /
-scale: the group gives the rollout's credit, the critic the step's (a key picked up 20 steps before
-the goal is credited once the critic values holding it). Then a PPO-style clipped ratio loss for `agent.epochs` passes, an
-entropy bonus (raised while the entropy is below a floor: common.EntropyScale), an optional KL to
-a slow reference policy, and steps after a predicted termination masked by the continue probability. The critic (same as actor-critic's) is trained on λ-returns
-once per update (the first pass); it only serves the bootstrap.
+the scores' percentile range floored at 1, as actor-critic scales its advantages.
+With `agent.grpo_critic_mix` = m > 0, each step's advantage is (1 - m) x that + m x (λ-return_t -
+v(s_t)) / scale: the group credits the whole rollout, the critic each step (a key picked up 20 steps
+before the goal is credited once the critic values holding it).
+Then a PPO-style clipped ratio loss for `agent.epochs` passes, an entropy bonus (raised while the
+entropy is below a floor: common.EntropyScale), an optional KL to a slow reference policy, and steps
+after a predicted termination masked by the continue probability. The critic (same as
+actor-critic's) is trained on λ-returns once per update (the first pass); it serves the bootstrap
+and the critic mix.
 """
 from __future__ import annotations
 

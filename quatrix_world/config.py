@@ -206,8 +206,9 @@ _POSITIVE = {
     "world.encoder.num_heads",
     "trainer.replay_ratio", "trainer.world_lr", "agent.lr", "agent.critic_lr",
 }
+AGENT_KINDS = ("actor_critic", "grpo")
 _CHOICES = {
-    "agent.kind": ("actor_critic", "grpo"),
+    "agent.kind": AGENT_KINDS,
     "world.mixer": ("qcompass", "mha"),
     "trainer.replay_storage": ("memory", "disk"),
     "run.precision": ("auto", "fp32", "bf16"),
@@ -465,9 +466,6 @@ def apply_override(data: dict, key: str, value: Any) -> dict:
             raise ConfigError(f"cannot set '{key}': '{p}' is not a section")
     node[parts[-1]] = value
     return data
-
-
-AGENT_KINDS = ("actor_critic", "grpo")
 
 
 def load_config(paths: list | None = None, overrides: list[str] | None = None) -> Config:
