@@ -1,4 +1,7 @@
-"""Tables and curves from bench/results/learning.json -> stdout (markdown) and docs/learning_<env>.png."""
+"""Tables and curves from bench/results/learning.json -> stdout (markdown) and docs/learning_<env>.png.
+
+    python bench/plot_learning.py [RESULTS.json [FIGURE_PREFIX]]     # -> docs/<FIGURE_PREFIX>_<env>.png
+"""
 from __future__ import annotations
 
 import json
@@ -12,7 +15,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 from bench.vs_ppo import _median_iqr     # noqa: E402  (the censored median vs_ppo.json reports)
 
 
-def main(path: str = os.path.join(HERE, "results", "learning.json")) -> None:
+def main(path: str = os.path.join(HERE, "results", "learning.json"), prefix: str = "learning") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -45,7 +48,7 @@ def main(path: str = os.path.join(HERE, "results", "learning.json")) -> None:
         ax.set_title(env)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(os.path.join(HERE, "..", "docs", f"learning_{env}.png"), dpi=80)
+        fig.savefig(os.path.join(HERE, "..", "docs", f"{prefix}_{env}.png"), dpi=80)
         plt.close(fig)
 
 
