@@ -1,14 +1,14 @@
 """GRPO inside the world model: group-relative advantages from branched imagined rollouts.
 
 From each start state, branch G rollouts through the same KV cache (`world.imagine(...,
-group_size=G)`), score each by its discounted imagined return (optionally bootstrapped by the
-critic at the horizon), and use advantage = (R - mean_group) / (std_group + eps) for every step of
-that rollout (the std has a floor, `agent.grpo_std_floor`, so prediction noise is not amplified
-into unit-size advantages); or, with `agent.grpo_advantage: return_scale`, (R - mean_group) over
-the scores' percentile range floored at 1, as actor-critic scales its advantages.
-With `agent.grpo_critic_mix` = m > 0, each step's advantage is (1 - m) x that + m x (λ-return_t -
-v(s_t)) / scale: the group credits the whole rollout, the critic each step (a key picked up 20 steps
-before the goal is credited once the critic values holding it).
+group_size=G)`) and score each by its discounted imagined return (optionally bootstrapped by the
+critic at the horizon). The rollout's group advantage is (R - mean_group) over the scores'
+percentile range floored at 1, as actor-critic scales its advantages (`agent.grpo_advantage:
+return_scale`; `group_std` divides by the group's std + `agent.grpo_std_floor` instead, GRPO's
+original form). Each step's advantage is (1 - m) x that + m x (λ-return_t - v(s_t)) / scale, with
+m = `agent.grpo_critic_mix` (0.5; 0 = the group's alone): the group credits the whole rollout, the
+critic each step (a key picked up 20 steps before the goal is credited once the critic values
+holding it).
 Then a PPO-style clipped ratio loss for `agent.epochs` passes, an entropy bonus (raised while the
 entropy is below a floor: common.EntropyScale), an optional KL to a slow reference policy, and steps
 after a predicted termination masked by the continue probability. The critic (same as
@@ -61,11 +61,11 @@ class GRPO(AgentBase):
     def advantages(self, grouped: torch.Tensor) -> torch.Tensor:
         """The group-relative advantages of the scores [N, G] of N groups of G rollouts.
 
-        group_std (GRPO's): (R - mean_group) / (std_group + grpo_std_floor). The floor keeps groups whose
-          rollouts differ only by prediction noise (1e-6) from getting unit-size advantages.
-        return_scale: (R - mean_group) / max(1, P95 - P5), the percentile range of the scores (an EMA,
-          actor-critic's ReturnNorm). No per-group std (as Dr. GRPO): one success in a group of
-          failures gets its return's difference, not a unit-size push, so the entropy bonus can hold.
+        return_scale (the default): (R - mean_group) / max(1, P95 - P5), the percentile range of the
+          scores (an EMA, actor-critic's ReturnNorm). No per-group std (as Dr. GRPO): one success in a
+          group of failures gets its return's difference, not a unit-size push, so the entropy bonus can hold.
+        group_std (GRPO's original): (R - mean_group) / (std_group + grpo_std_floor). The floor keeps
+          groups whose rollouts differ only by prediction noise (1e-6) from getting unit-size advantages.
         """
         centred = grouped - grouped.mean(1, keepdim=True)
         if self.cfg.grpo_advantage == "return_scale":

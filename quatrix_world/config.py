@@ -139,10 +139,10 @@ class AgentConfig:
     kl_coef: float = 0.0
     bootstrap: bool = True
     grpo_entropy: float = 1e-3
-    grpo_std_floor: float = 0.05     # added to the group std: differences below it are noise
-    grpo_advantage: str = "group_std"  # group_std: (R - mean) / (std + floor) | return_scale: (R - mean) /
-                                     # max(1, P95 - P5 of the scores), no per-group std (agents/grpo.py)
-    grpo_critic_mix: float = 0.0     # share of each step's advantage from λ-return - critic value (0 = GRPO's alone)
+    grpo_std_floor: float = 0.05     # group_std: added to the group std (differences below it are noise)
+    grpo_advantage: str = "return_scale"  # return_scale: (R - mean) / max(1, P95 - P5 of the scores), no
+                                     # per-group std | group_std: (R - mean) / (std + floor) (agents/grpo.py)
+    grpo_critic_mix: float = 0.5     # share of each step's advantage from λ-return - critic value (0 = the group's alone)
 
 
 @dataclass

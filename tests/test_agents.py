@@ -144,7 +144,7 @@ def test_grpo_advantage_modes():
     # two groups of four: one success among failures, and four rollouts equal up to prediction noise
     grouped = torch.tensor([[0.9, 0.0, 0.0, 0.0], [0.2, 0.2 + 1e-6, 0.2, 0.2 - 1e-6]])
     centred = grouped - grouped.mean(1, keepdim=True)
-    std = GRPO(AgentConfig(kind="grpo", group_size=4), F, act)
+    std = GRPO(AgentConfig(kind="grpo", group_size=4, grpo_advantage="group_std"), F, act)
     adv = std.advantages(grouped)
     assert adv[0, 0] == pytest.approx(0.675 / (0.45 + 0.05))             # std of [0.9, 0, 0, 0] = 0.45
     assert adv[1].abs().max() < 1e-4                                     # noise stays noise (the floor)

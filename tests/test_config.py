@@ -38,8 +38,7 @@ def test_agent_kind_sections_apply_to_that_kind_only(tmp_path):
     with pytest.raises(ConfigError, match="agent.startz"):
         load_config(["default.yaml", {"grpo": {"startz": 16}}], ["agent.kind=grpo"])
     doorkey = load_config(["default.yaml", "minigrid_doorkey.yaml"], ["agent.kind=grpo"])
-    assert (doorkey.agent.grpo_advantage, load_config(["default.yaml", "minigrid_doorkey.yaml"]).agent.starts) \
-        == ("return_scale", 64)
+    assert (doorkey.agent.starts, load_config(["default.yaml", "minigrid_doorkey.yaml"]).agent.starts) == (16, 64)
 
 
 def test_round_trip():
